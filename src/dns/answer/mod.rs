@@ -1,0 +1,222 @@
+//! Building responses: `(request, snapshot, settings, transport) → response bytes`.
+//!
+//! Pure apart from the random shuffle, whose generator the caller owns (seed it in tests).
+//! The policies live here once: which rcode for which situation (S11), AA/RA (S1.5), the size
+//! budget (S7.1, S7.4), the answer-count cut (S7.2), TC whenever answer records were dropped
+//! (S7.5 as S15 recommends), SOA on every negative answer (S5.6).
+
+mod names;
+mod service;
+mod writer;
+
+use crate::catalog::Snapshot;
+use crate::dns::Settings;
+use crate::dns::message::{Rejection, Request};
+use crate::dns::name::{DomainName, Query, classify};
+use crate::wire::{CLASS_IN, CLASSIC_UDP_LEN, MAX_MESSAGE_LEN, flag, rcode, rtype};
+use writer::{Section, Soa, Writer};
+
+/// The transport a query came over, which sets the size budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: 512 bytes, or the EDNS size up to `max_udp_size`.
+    Udp,
+    /// TCP: 65,535 bytes.
+    Tcp,
+}
+
+/// What happened to one query, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Response code (16 for BADVERS).
+    pub rcode: u16,
+    /// Whether answer records were dropped for size (TC set).
+    pub truncated: bool,
+}
+
+/// Reusable per-worker state: buffers and the shuffle's random generator.
+#[derive(Debug)]
+pub struct Scratch {
+    order: Vec<u32>,
+    spare: Vec<u32>,
+    glue: Vec<u8>,
+    stamps: Vec<u32>,
+    stamp: u32,
+    rng: fastrand::Rng,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Scratch::with_rng(fastrand::Rng::new())
+    }
+}
+
+impl Scratch {
+    /// Scratch space with a seeded generator (for reproducible tests).
+    pub fn with_seed(seed: u64) -> Scratch {
+        Scratch::with_rng(fastrand::Rng::with_seed(seed))
+    }
+
+    fn with_rng(rng: fastrand::Rng) -> Scratch {
+        Scratch { order: Vec::new(), spare: Vec::new(), glue: Vec::new(), stamps: Vec::new(), stamp: 0, rng }
+    }
+
+    /// Starts a de-duplication pass over `groups` group ids: returns the stamp marking "seen".
+    fn new_stamp(&mut self, groups: usize) -> u32 {
+        if self.stamps.len() < groups {
+            self.stamps.resize(groups, 0);
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.stamps.iter_mut().for_each(|s| *s = 0);
+            self.stamp = 1;
+        }
+        self.stamp
+    }
+}
+
+/// The verdict of one handler, before the writer finishes the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reply {
+    rcode: u16,
+    authoritative: bool,
+    truncated: bool,
+}
+
+impl Reply {
+    const fn authoritative(rcode: u16) -> Reply {
+        Reply { rcode, authoritative: true, truncated: false }
+    }
+}
+
+/// Everything a handler reads.
+struct Context<'a> {
+    req: &'a Request<'a>,
+    snapshot: &'a Snapshot,
+    settings: &'a Settings,
+    /// Most answer records allowed (S7.2), `usize::MAX` if only bytes count.
+    answer_cap: usize,
+}
+
+/// Answers one packet. `None` means send nothing (S1.3: responses and runts are dropped).
+pub fn respond(
+    packet: &[u8],
+    snapshot: &Snapshot,
+    settings: &Settings,
+    transport: Transport,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    match Request::parse(packet) {
+        Ok(req) => Some(answer(&req, snapshot, settings, transport, scratch, out)),
+        Err(Rejection::Drop) => None,
+        Err(Rejection::Reply { rcode, question_len }) => {
+            Writer::reject(out, packet, rcode, question_len);
+            Some(Outcome { rcode, truncated: false })
+        }
+    }
+}
+
+/// Answers a parsed request.
+pub fn answer(
+    req: &Request<'_>,
+    snapshot: &Snapshot,
+    settings: &Settings,
+    transport: Transport,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let primary = &settings.domain;
+    let both: [&DomainName; 2];
+    let domain_list: &[&DomainName] = match &settings.alt_domain {
+        Some(alt) => {
+            both = [primary, alt];
+            &both
+        }
+        None => std::slice::from_ref(&primary),
+    };
+    let classified = classify(req.name(), req.qtype, domain_list);
+    let in_domain = !matches!(classified.query, Query::Outside | Query::Reverse(_));
+    let limit = budget(req, settings, transport);
+    let mut w = Writer::start(out, req, limit, in_domain.then_some(classified.domain_offset));
+    let answer_cap = match (transport, limit, settings.udp_answer_limit) {
+        (Transport::Udp, CLASSIC_UDP_LEN, n) if n > 0 => n.min(8),
+        _ => usize::MAX,
+    };
+    let ctx = Context { req, snapshot, settings, answer_cap };
+    let reply = match req.edns {
+        Some(edns) if edns.version > 0 => Reply { rcode: rcode::BADVERS, authoritative: false, truncated: false },
+        _ => dispatch(&ctx, classified.query, &mut w, scratch),
+    };
+    let mut flags = 0;
+    if reply.authoritative {
+        flags |= flag::AA;
+    }
+    if reply.truncated {
+        flags |= flag::TC;
+    }
+    if settings.recursion_available {
+        flags |= flag::RA;
+    }
+    w.finish(req, reply.rcode, flags, settings.max_udp_size.max(CLASSIC_UDP_LEN as u16));
+    Outcome { rcode: reply.rcode, truncated: reply.truncated }
+}
+
+/// S7.1/S7.4: TCP takes a full message; UDP 512 bytes, or the client's EDNS size (never below
+/// 512) capped at our `max_udp_size`.
+fn budget(req: &Request<'_>, settings: &Settings, transport: Transport) -> usize {
+    match (transport, req.edns) {
+        (Transport::Tcp, _) => MAX_MESSAGE_LEN,
+        (Transport::Udp, None) => CLASSIC_UDP_LEN,
+        (Transport::Udp, Some(edns)) => {
+            let ours = settings.max_udp_size.max(CLASSIC_UDP_LEN as u16);
+            edns.udp_size.clamp(CLASSIC_UDP_LEN as u16, ours) as usize
+        }
+    }
+}
+
+fn dispatch(ctx: &Context<'_>, query: Query<'_>, w: &mut Writer<'_>, scratch: &mut Scratch) -> Reply {
+    let qtype = ctx.req.qtype;
+    if ctx.req.qclass != CLASS_IN && ctx.req.qclass != rtype::ANY {
+        return Reply { rcode: rcode::REFUSED, authoritative: false, truncated: false };
+    }
+    match query {
+        Query::Outside => Reply { rcode: rcode::REFUSED, authoritative: false, truncated: false },
+        _ if !ctx.snapshot.is_synced() => Reply { rcode: rcode::SERVFAIL, authoritative: false, truncated: false },
+        Query::Reverse(ip) => names::reverse(ctx, w, ip),
+        _ if qtype == rtype::AXFR => Reply { rcode: rcode::NOTIMP, authoritative: false, truncated: false },
+        Query::Apex => names::apex(ctx, w, scratch),
+        Query::NotFound => negative(ctx, w, rcode::NXDOMAIN),
+        Query::Service { kind, name, tag, dc } => service::answer(ctx, w, scratch, kind, name, tag, dc),
+        Query::Node { name, dc } => names::node(ctx, w, name, dc),
+        Query::Addr(ip) => names::addr(ctx, w, ip),
+    }
+}
+
+/// NXDOMAIN or NODATA: no answer, the SOA in the authority section (S5.6, S11).
+fn negative(ctx: &Context<'_>, w: &mut Writer<'_>, code: u16) -> Reply {
+    w.soa(Section::Authority, &soa(ctx));
+    Reply::authoritative(code)
+}
+
+fn soa<'a>(ctx: &Context<'a>) -> Soa<'a> {
+    Soa {
+        domain_wire: &ctx.settings.domain_wire,
+        serial: ctx.snapshot.serial(),
+        refresh: ctx.settings.soa.refresh,
+        retry: ctx.settings.soa.retry,
+        expire: ctx.settings.soa.expire,
+        negative_ttl: ctx.settings.negative_ttl,
+    }
+}
+
+/// Picks the next element of a partial Fisher–Yates shuffle: after the call, `order[i]` is a
+/// uniformly chosen element among `order[i..]` (S10.1).
+fn shuffle_step(order: &mut [u32], i: usize, rng: &mut fastrand::Rng) -> u32 {
+    let j = rng.usize(i..order.len());
+    order.swap(i, j);
+    order[i]
+}
+
+#[cfg(test)]
+mod tests;

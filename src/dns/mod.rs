@@ -1,0 +1,77 @@
+//! The DNS layer: parse a request, classify its name, answer it from the current snapshot.
+//!
+//! `message` and `name` parse, `answer` builds responses (pure: no I/O, no async, no lock),
+//! `server` owns the sockets. Must not import `backend`; reads the catalog only through
+//! [`crate::catalog::Catalog::load`].
+
+pub mod answer;
+pub mod message;
+pub mod name;
+pub mod server;
+
+use name::DomainName;
+
+/// SOA timers other than MINIMUM (S5.1), in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SoaTimers {
+    /// REFRESH (Consul: 3600).
+    pub refresh: u32,
+    /// RETRY (Consul: 600).
+    pub retry: u32,
+    /// EXPIRE (Consul: 86400).
+    pub expire: u32,
+}
+
+impl Default for SoaTimers {
+    fn default() -> Self {
+        SoaTimers { refresh: 3600, retry: 600, expire: 86_400 }
+    }
+}
+
+/// How the DNS layer answers, derived once from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The primary domain (`consul.`).
+    pub domain: DomainName,
+    /// A second domain answered the same way (S2.1).
+    pub alt_domain: Option<DomainName>,
+    /// `domain` in wire format, for SOA owners of reverse answers.
+    pub domain_wire: Box<[u8]>,
+    /// TTL of negative answers: SOA TTL and MINIMUM (S6.4).
+    pub negative_ttl: u32,
+    /// SOA timers.
+    pub soa: SoaTimers,
+    /// Most answers in a UDP response limited to 512 bytes (S7.2); 0 = only the byte limit.
+    pub udp_answer_limit: usize,
+    /// Most A/AAAA/ANY records in a service answer (S7.6); 0 = no limit.
+    pub a_record_limit: usize,
+    /// Largest UDP response we send to EDNS clients, and the size our OPT advertises.
+    pub max_udp_size: u16,
+    /// Whether recursion is offered (RA, S1.5).
+    pub recursion_available: bool,
+}
+
+impl Settings {
+    /// Settings for `domain` with the defaults documented in the README.
+    pub fn new(domain: DomainName) -> Settings {
+        let mut domain_wire = Vec::new();
+        // A DomainName is validated at construction, so it always encodes.
+        let _ = crate::wire::push_name(domain.text(), &mut domain_wire);
+        Settings {
+            domain,
+            alt_domain: None,
+            domain_wire: domain_wire.into(),
+            negative_ttl: 5,
+            soa: SoaTimers::default(),
+            udp_answer_limit: 3,
+            a_record_limit: 0,
+            max_udp_size: 1232,
+            recursion_available: false,
+        }
+    }
+
+    /// The domains to match, primary first.
+    pub fn domains(&self) -> impl Iterator<Item = &DomainName> {
+        std::iter::once(&self.domain).chain(self.alt_domain.as_ref())
+    }
+}
