@@ -1,0 +1,105 @@
+//! Wiring: build the first snapshot, bind the sockets, start the DNS workers and the backend,
+//! then react to signals (SIGHUP reloads, SIGTERM/SIGINT stop).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::backend::file;
+use crate::catalog::Catalog;
+use crate::config::{self, Config, Layer};
+use crate::dns::server::{self, Shared};
+use crate::shutdown::{Event, Signals};
+
+/// Looks up an environment variable (the binary passes `std::env::var`, tests a map).
+pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
+
+/// What SIGHUP re-reads: the config file and environment, under the same flags.
+pub struct Reloader {
+    /// `--config`.
+    pub config_file: Option<PathBuf>,
+    /// The command-line layer.
+    pub flags: Layer,
+    /// Environment lookup.
+    pub env: EnvLookup,
+}
+
+impl Reloader {
+    fn load(&self) -> Result<Config, config::ConfigError> {
+        config::load(self.config_file.as_deref(), self.flags.clone(), &*self.env)
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
+    let options = Arc::new(config.build_options());
+    let (snapshot, version) = file::build(&config.catalog, Arc::clone(&options)).context("static catalog")?;
+    let counts = snapshot.counts();
+    let catalog = Arc::new(Catalog::new(snapshot));
+    info!(source = ?config.catalog, services = counts.services, instances = counts.instances, nodes = counts.nodes, "Static catalog loaded.");
+
+    let shared =
+        Shared { catalog: Arc::clone(&catalog), settings: Arc::new(ArcSwap::from_pointee(config.dns_settings())) };
+    let bound = server::bind(&config.listen, config.udp_workers)?;
+    let dns = server::start(bound, &shared)?;
+
+    let cancel = CancellationToken::new();
+    let (options_tx, options_rx) = watch::channel(options);
+    let (source_tx, source_rx) = watch::channel(config.catalog.clone());
+    let backend = tokio::spawn(watch_static(source_rx, version, Arc::clone(&catalog), options_rx, cancel.clone()));
+
+    let mut signals = Signals::install()?;
+    let mut current = config;
+    while signals.next().await == Event::Reload {
+        match reloader.load() {
+            Ok(next) => {
+                if next.listen != current.listen || next.udp_workers != current.udp_workers {
+                    warn!(?next.listen, "Listen addresses and workers change only on restart.");
+                }
+                shared.settings.store(Arc::new(next.dns_settings()));
+                if next.catalog != current.catalog {
+                    let _ = source_tx.send(next.catalog.clone());
+                }
+                let _ = options_tx.send(Arc::new(next.build_options()));
+                info!("Configuration reloaded.");
+                current = next;
+            }
+            Err(e) => error!(error = %e, "Configuration rejected on reload; the running configuration stays."),
+        }
+    }
+    info!("Shutting down.");
+    cancel.cancel();
+    dns.stop().await;
+    let _ = backend.await;
+    info!("Stopped.");
+    Ok(())
+}
+
+/// Runs the static backend, restarting it on the new source when the config names another file.
+async fn watch_static(
+    mut source: watch::Receiver<config::CatalogSource>,
+    mut version: Option<file::Fingerprint>,
+    catalog: Arc<Catalog>,
+    options: watch::Receiver<Arc<crate::catalog::BuildOptions>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let current = source.borrow_and_update().clone();
+        let stop = cancel.child_token();
+        let task =
+            tokio::spawn(file::watch(current, version.take(), Arc::clone(&catalog), options.clone(), stop.clone()));
+        tokio::select! {
+            _ = cancel.cancelled() => { let _ = task.await; return; }
+            changed = source.changed() => {
+                stop.cancel();
+                let _ = task.await;
+                if changed.is_err() { return; }
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The static catalog file format (TOML, or JSON for `*.json`) and its conversion into
+//! [`CatalogData`]. Every error names the file and, for TOML, the line; JSON errors name the
+//! line for syntax and the entry for meaning.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::catalog::model::{Address, CatalogData, Health, Instance, ModelError, Node, TaggedAddresses, Weights};
+use crate::config::locate;
+use crate::wire;
+
+/// Why a catalog file was rejected.
+#[derive(Debug, Error)]
+pub enum CatalogFileError {
+    /// The file could not be read.
+    #[error("cannot read catalog {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Syntax, unknown key, or a value of the wrong type.
+    #[error("{path}:{line}:{column}: {message}\n    {line_text}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// The offending line.
+        line_text: String,
+    },
+    /// An entry that parses but cannot be served.
+    #[error("{path}:{location}: {message}")]
+    Entry {
+        /// The file.
+        path: PathBuf,
+        /// `line N` (TOML) or `services[3]` (JSON).
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A name field that may know where it was written (TOML) or not (JSON).
+trait Located: DeserializeOwned {
+    fn text(&self) -> &str;
+    fn span(&self) -> Option<Range<usize>>;
+}
+
+impl Located for String {
+    fn text(&self) -> &str {
+        self
+    }
+    fn span(&self) -> Option<Range<usize>> {
+        None
+    }
+}
+
+impl Located for toml::Spanned<String> {
+    fn text(&self) -> &str {
+        self.get_ref()
+    }
+    fn span(&self) -> Option<Range<usize>> {
+        Some(self.span())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "N: DeserializeOwned"))]
+struct FileCatalog<N> {
+    datacenter: Option<String>,
+    #[serde(default)]
+    nodes: Vec<FileNode<N>>,
+    #[serde(default)]
+    services: Vec<FileService<N>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "N: DeserializeOwned"))]
+struct FileNode<N> {
+    name: N,
+    address: String,
+    #[serde(default)]
+    meta: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "N: DeserializeOwned"))]
+struct FileService<N> {
+    name: N,
+    port: u16,
+    id: Option<String>,
+    node: Option<String>,
+    address: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    weights: Option<FileWeights>,
+    #[serde(default)]
+    health: FileHealth,
+    #[serde(default)]
+    #[allow(dead_code)] // accepted for parity with Consul registrations; DNS never answers it
+    meta: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWeights {
+    passing: u16,
+    warning: u16,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum FileHealth {
+    #[default]
+    Passing,
+    Warning,
+    Critical,
+}
+
+/// Reads and converts a catalog file; `default_dc` applies when the file names none.
+pub fn load(path: &Path, default_dc: &str) -> Result<CatalogData, CatalogFileError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| CatalogFileError::Read { path: path.to_owned(), source })?;
+    parse(path, &text, default_dc)
+}
+
+/// Converts catalog text; the format follows the file name (`.json` or TOML).
+pub fn parse(path: &Path, text: &str, default_dc: &str) -> Result<CatalogData, CatalogFileError> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        let file: FileCatalog<String> = serde_json::from_str(text).map_err(|e| {
+            let offset = text.lines().take(e.line().saturating_sub(1)).map(|l| l.len() + 1).sum::<usize>()
+                + e.column().saturating_sub(1);
+            syntax(path, text, offset, e.to_string())
+        })?;
+        convert(path, text, file, default_dc)
+    } else {
+        let file: FileCatalog<toml::Spanned<String>> = toml::from_str(text)
+            .map_err(|e| syntax(path, text, e.span().map_or(0, |s| s.start), e.message().trim().to_owned()))?;
+        convert(path, text, file, default_dc)
+    }
+}
+
+fn syntax(path: &Path, text: &str, offset: usize, message: String) -> CatalogFileError {
+    let (line, column, line_text) = locate(text, offset);
+    CatalogFileError::Syntax { path: path.to_owned(), line, column, message, line_text }
+}
+
+fn convert<N: Located>(
+    path: &Path,
+    text: &str,
+    file: FileCatalog<N>,
+    default_dc: &str,
+) -> Result<CatalogData, CatalogFileError> {
+    let entry_error = |kind: &str, index: usize, name: &N, message: String| CatalogFileError::Entry {
+        path: path.to_owned(),
+        location: match name.span() {
+            Some(span) => format!("line {}", locate(text, span.start).0),
+            None => format!("{kind}[{index}] ({:?})", name.text()),
+        },
+        message,
+    };
+    let datacenter = file.datacenter.unwrap_or_else(|| default_dc.to_owned());
+    if !wire::is_dns_safe(&datacenter) || datacenter.contains('.') {
+        return Err(CatalogFileError::Entry {
+            path: path.to_owned(),
+            location: "datacenter".into(),
+            message: ModelError::InvalidDatacenter(datacenter).to_string(),
+        });
+    }
+    let mut data = CatalogData::default();
+    let mut node_names = HashSet::new();
+    for (i, entry) in file.nodes.iter().enumerate() {
+        let node = convert_node(entry, &datacenter).map_err(|m| entry_error("nodes", i, &entry.name, m))?;
+        if !node_names.insert(node.name.to_ascii_lowercase()) {
+            return Err(entry_error("nodes", i, &entry.name, format!("node {:?} is defined twice", node.name)));
+        }
+        data.nodes.push(node);
+    }
+    let mut ids = HashSet::new();
+    for (i, entry) in file.services.iter().enumerate() {
+        let inst =
+            convert_service(entry, &datacenter, &node_names).map_err(|m| entry_error("services", i, &entry.name, m))?;
+        let node_key = inst.node.as_deref().unwrap_or("").to_ascii_lowercase();
+        if !ids.insert((node_key, inst.id.clone())) {
+            return Err(entry_error("services", i, &entry.name, format!("id {:?} is used twice on one node", inst.id)));
+        }
+        data.instances.push(inst);
+    }
+    // Everything above mirrors the model's rules; this is the backstop if they drift apart.
+    data.validate().map_err(|e| CatalogFileError::Entry {
+        path: path.to_owned(),
+        location: "catalog".into(),
+        message: e.to_string(),
+    })?;
+    Ok(data)
+}
+
+fn convert_node<N: Located>(entry: &FileNode<N>, datacenter: &str) -> Result<Node, String> {
+    let name = entry.name.text();
+    if !wire::is_dns_safe(name) {
+        return Err(ModelError::InvalidNodeName(name.to_owned()).to_string());
+    }
+    let address = Address::parse(&entry.address).ok_or_else(|| format!("node {name:?}: address is empty"))?;
+    Ok(Node {
+        name: name.to_owned(),
+        datacenter: datacenter.to_owned(),
+        address,
+        tagged: TaggedAddresses::default(),
+        meta: entry.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    })
+}
+
+fn convert_service<N: Located>(
+    entry: &FileService<N>,
+    datacenter: &str,
+    nodes: &HashSet<String>,
+) -> Result<Instance, String> {
+    let name = entry.name.text();
+    if !wire::is_dns_safe(name) || name.contains('.') {
+        return Err(ModelError::InvalidServiceName(name.to_owned()).to_string());
+    }
+    if let Some(node) = &entry.node
+        && !nodes.contains(&node.to_ascii_lowercase())
+    {
+        return Err(format!("service {name:?}: node {node:?} is not defined in [[nodes]]"));
+    }
+    let address = match entry.address.as_deref() {
+        Some(text) => Some(Address::parse(text).ok_or_else(|| format!("service {name:?}: address is empty"))?),
+        None if entry.node.is_none() => return Err(format!("service {name:?}: needs a node or an address")),
+        None => None,
+    };
+    let weights = match &entry.weights {
+        Some(w) if w.passing == 0 => return Err(format!("service {name:?}: weights.passing must be 1..=65535")),
+        Some(w) => Weights { passing: w.passing, warning: w.warning },
+        None => Weights::default(),
+    };
+    Ok(Instance {
+        id: entry.id.clone().unwrap_or_else(|| name.to_owned()),
+        service: name.to_owned(),
+        datacenter: datacenter.to_owned(),
+        node: entry.node.clone(),
+        address,
+        tagged: TaggedAddresses::default(),
+        port: entry.port,
+        tags: entry.tags.clone(),
+        weights,
+        health: match entry.health {
+            FileHealth::Passing => Health::Passing,
+            FileHealth::Warning => Health::Warning,
+            FileHealth::Critical => Health::Critical,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(text: &str) -> Result<CatalogData, CatalogFileError> {
+        parse(Path::new("c.toml"), text, "dc1")
+    }
+
+    #[test]
+    fn shipped_catalog_parses() {
+        let data = load(Path::new("config/services.toml"), "dc1").unwrap();
+        let services: HashSet<&str> = data.instances.iter().map(|i| i.service.as_str()).collect();
+        assert!(services.contains("user") && services.contains("order"));
+        assert_eq!(data.instances.iter().filter(|i| i.service == "user").count(), 2);
+        assert!(data.instances.iter().any(|i| i.address.is_some()), "one instance has its own address");
+        assert!(data.instances.iter().any(|i| !i.tags.is_empty()), "one instance has tags");
+        assert!(data.nodes.iter().all(|n| n.address.to_string().starts_with("127.")));
+    }
+
+    #[test]
+    fn json_form_matches_toml_form() {
+        let from_toml = toml("[[nodes]]\nname = \"n1\"\naddress = \"10.0.0.1\"\n[[services]]\nname = \"web\"\nnode = \"n1\"\nport = 80\ntags = [\"a\"]\n").unwrap();
+        let json = r#"{"nodes":[{"name":"n1","address":"10.0.0.1"}],"services":[{"name":"web","node":"n1","port":80,"tags":["a"]}]}"#;
+        assert_eq!(parse(Path::new("c.json"), json, "dc1").unwrap(), from_toml);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let cases = [
+            ("[[nodes]]\nname = \"n1\"\nadress = \"10.0.0.1\"\n", "line 3", "adress"),
+            ("[[services]]\nname = \"web\"\nport = 80\nnode = \"nope\"\n", "line 2", "not defined"),
+            ("[[services]]\nname = \"web\"\nport = 99999\naddress = \"1.2.3.4\"\n", "line 3", "port"),
+            ("[[services]]\nname = \"web\"\nport = 80\n", "line 2", "needs a node or an address"),
+            ("[[services]]\nname = \"web\"\nport = 80\naddress = \"1.2.3.4\"\nhealth = \"sick\"\n", "line 5", "sick"),
+            ("[[nodes]]\nname = \"a b\"\naddress = \"1.2.3.4\"\n", "line 2", "name must be"),
+            (
+                "\n[[nodes]]\nname = \"n\"\naddress = \"1.1.1.1\"\n[[nodes]]\nname = \"N\"\naddress = \"1.1.1.2\"\n",
+                "line 6",
+                "twice",
+            ),
+        ];
+        for (text, where_, what) in cases {
+            let err = toml(text).unwrap_err().to_string();
+            let line_ok =
+                err.contains(&format!("c.toml:{}:", &where_[5..])) || err.contains(&format!("c.toml:{where_}"));
+            assert!(line_ok, "{text:?} → {err}");
+            assert!(err.contains(what), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn json_errors_name_line_or_entry() {
+        let err = parse(Path::new("c.json"), "{\n\"nodes\": [\n{\"name\": \"n\", \"bogus\": 1}]}", "dc1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.json:3:") && err.contains("bogus"), "{err}");
+        let err = parse(Path::new("c.json"), r#"{"services":[{"name":"web","port":1,"node":"x"}]}"#, "dc1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("services[0]") && err.contains("not defined"), "{err}");
+    }
+}

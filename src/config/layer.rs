@@ -1,0 +1,179 @@
+//! One layer of settings. The same struct is the command line (clap), the TOML file (serde,
+//! unknown keys rejected) and the environment (`CONSUL_DNS_<KEY>`); layers are merged with
+//! [`Layer::overlay`] as file < environment < flags.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+
+use super::value::{Bounded, Label, ListenAddr, Secs, ServiceTtl};
+use crate::dns::name::DomainName;
+
+/// Prefix of every environment variable we read (besides Consul's own `CONSUL_HTTP_*`).
+pub const ENV_PREFIX: &str = "CONSUL_DNS_";
+/// Environment variable naming the config file, like `--config`.
+pub const ENV_CONFIG: &str = "CONSUL_DNS_CONFIG";
+
+/// Settings as given by one source; `None` = not given here.
+#[derive(Debug, Clone, Default, PartialEq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    /// Address to answer DNS on, UDP and TCP; repeatable, IPv6 as [::1]:8600
+    /// [default: 127.0.0.1:8600]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<Vec<ListenAddr>>,
+
+    /// Static catalog file, TOML or JSON (.json) [default: config/services.toml, else the copy
+    /// built into the binary]
+    #[arg(long = "static", value_name = "FILE")]
+    #[serde(rename = "static")]
+    pub static_catalog: Option<PathBuf>,
+
+    /// Domain answered [default: consul.]
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<DomainName>,
+
+    /// A second domain answered like the first
+    #[arg(long, value_name = "DOMAIN")]
+    pub alt_domain: Option<DomainName>,
+
+    /// Local datacenter: answers names without a datacenter [default: dc1]
+    #[arg(long, value_name = "DC")]
+    pub datacenter: Option<Label>,
+
+    /// TTL of node, .addr. and NS records, e.g. 5s; 0 as Consul [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub node_ttl: Option<Secs>,
+
+    /// TTL of service records; per-service patterns in the config file [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub service_ttl: Option<ServiceTtl>,
+
+    /// TTL of negative answers (SOA TTL and MINIMUM) [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub negative_ttl: Option<Secs>,
+
+    /// Answer only instances whose checks all pass (drop warnings too) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub only_passing: Option<bool>,
+
+    /// Most answers in a UDP reply limited to 512 bytes, TC set when cut; 0 = bytes only
+    /// [default: 3]
+    #[arg(long, value_name = "N")]
+    pub udp_answer_limit: Option<Bounded<0, 65535>>,
+
+    /// Most A/AAAA records per service answer, no TC; 0 = no limit [default: 0]
+    #[arg(long, value_name = "N")]
+    pub a_record_limit: Option<Bounded<0, 65535>>,
+
+    /// Largest UDP reply to EDNS clients, in bytes (512..=65535) [default: 1232]
+    #[arg(long, value_name = "BYTES")]
+    pub max_udp_size: Option<Bounded<512, 65535>>,
+
+    /// UDP worker threads per listen address [default: the CPUs this process may use]
+    #[arg(long, value_name = "N")]
+    pub udp_workers: Option<Bounded<1, 1024>>,
+
+    /// Log filter: error, warn, info, debug, trace, or tracing directives [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// Every key, as written in TOML; the environment variable is `CONSUL_DNS_` + upper case.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "static",
+    "domain",
+    "alt_domain",
+    "datacenter",
+    "node_ttl",
+    "service_ttl",
+    "negative_ttl",
+    "only_passing",
+    "udp_answer_limit",
+    "a_record_limit",
+    "max_udp_size",
+    "udp_workers",
+    "log_level",
+];
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| e.to_string())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("invalid boolean {other:?}: expected true or false")),
+    }
+}
+
+impl Layer {
+    /// Reads `CONSUL_DNS_<KEY>` for every key through `lookup` (tests pass a map; the binary
+    /// passes `std::env::var`). Lists are comma-separated.
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Layer, (String, String)> {
+        let mut layer = Layer::default();
+        for key in KEYS {
+            let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            if let Some(value) = lookup(&var) {
+                layer.set(key, &value).map_err(|message| (var, message))?;
+            }
+        }
+        Ok(layer)
+    }
+
+    /// Sets one key from its text form.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "listen" => self.listen = Some(value.split(',').map(parse).collect::<Result<_, _>>()?),
+            "static" => self.static_catalog = Some(PathBuf::from(value)),
+            "domain" => self.domain = Some(parse(value)?),
+            "alt_domain" => self.alt_domain = Some(parse(value)?),
+            "datacenter" => self.datacenter = Some(parse(value)?),
+            "node_ttl" => self.node_ttl = Some(parse(value)?),
+            "service_ttl" => self.service_ttl = Some(parse(value)?),
+            "negative_ttl" => self.negative_ttl = Some(parse(value)?),
+            "only_passing" => self.only_passing = Some(parse_bool(value)?),
+            "udp_answer_limit" => self.udp_answer_limit = Some(parse(value)?),
+            "a_record_limit" => self.a_record_limit = Some(parse(value)?),
+            "max_udp_size" => self.max_udp_size = Some(parse(value)?),
+            "udp_workers" => self.udp_workers = Some(parse(value)?),
+            "log_level" => self.log_level = Some(value.to_owned()),
+            other => return Err(format!("unknown key {other:?}")),
+        }
+        Ok(())
+    }
+
+    /// `top` wins wherever it sets a value. A `service_ttl` table below a single duration on
+    /// top keeps its patterns and takes the duration as its `*` entry.
+    pub fn overlay(self, top: Layer) -> Layer {
+        let service_ttl = match (self.service_ttl, top.service_ttl) {
+            (Some(ServiceTtl::Table(mut table)), Some(ServiceTtl::All(secs))) => {
+                table.insert("*".into(), secs);
+                Some(ServiceTtl::Table(table))
+            }
+            (below, top) => top.or(below),
+        };
+        Layer {
+            listen: top.listen.or(self.listen),
+            static_catalog: top.static_catalog.or(self.static_catalog),
+            domain: top.domain.or(self.domain),
+            alt_domain: top.alt_domain.or(self.alt_domain),
+            datacenter: top.datacenter.or(self.datacenter),
+            node_ttl: top.node_ttl.or(self.node_ttl),
+            service_ttl,
+            negative_ttl: top.negative_ttl.or(self.negative_ttl),
+            only_passing: top.only_passing.or(self.only_passing),
+            udp_answer_limit: top.udp_answer_limit.or(self.udp_answer_limit),
+            a_record_limit: top.a_record_limit.or(self.a_record_limit),
+            max_udp_size: top.max_udp_size.or(self.max_udp_size),
+            udp_workers: top.udp_workers.or(self.udp_workers),
+            log_level: top.log_level.or(self.log_level),
+        }
+    }
+}

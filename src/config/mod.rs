@@ -1,0 +1,233 @@
+//! Configuration: defaults < TOML file (`--config`, `CONSUL_DNS_CONFIG`) < environment
+//! (`CONSUL_DNS_<KEY>`) < flags. Unknown keys and bad values are errors that name the file,
+//! line and key (or the variable, or the flag); nothing is silently ignored.
+
+pub mod layer;
+pub mod value;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::catalog::BuildOptions;
+use crate::catalog::ttl::TtlTable;
+use crate::dns::Settings;
+use crate::dns::name::DomainName;
+pub use layer::{ENV_CONFIG, ENV_PREFIX, KEYS, Layer};
+use value::{DEFAULT_DNS_PORT, ServiceTtl};
+
+/// The shipped static catalog, used when no `--static` is given and `config/services.toml`
+/// is not where the daemon runs: the daemon always starts with something to answer.
+pub const EMBEDDED_CATALOG: &str = include_str!("../../config/services.toml");
+/// Where the static catalog is looked for by default.
+pub const DEFAULT_CATALOG_PATH: &str = "config/services.toml";
+/// Default TTLs (see README "TTLs"): Consul's 0 makes Kong's old client query on every request
+/// and its new client cache forever; 5 s keeps both fresh and cheap.
+pub const DEFAULT_TTL_SECS: u32 = 5;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a bad value.
+    #[error("{path}:{line}:{column}: {message}\n    {line_text}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong (names the key for unknown keys).
+        message: String,
+        /// The offending line, which names the key.
+        line_text: String,
+    },
+    /// An environment variable has a bad value.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Values that are fine alone but not together.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A TOML error located in `text` (shared with the static catalog loader).
+    pub fn from_toml(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+        let (line, column, line_text) = locate(text, error.span().map_or(0, |s| s.start));
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: error.message().trim().to_owned(),
+            line_text,
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset, and the line's text.
+pub fn locate(text: &str, offset: usize) -> (usize, usize, String) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    (line, offset - start + 1, text[start..end].trim_end().to_owned())
+}
+
+/// Where the static catalog comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogSource {
+    /// A file, reloaded when it changes.
+    File(PathBuf),
+    /// The copy built into the binary.
+    Embedded,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// DNS listen addresses (UDP and TCP).
+    pub listen: Vec<SocketAddr>,
+    /// Static catalog source.
+    pub catalog: CatalogSource,
+    /// Primary domain.
+    pub domain: DomainName,
+    /// Alternative domain.
+    pub alt_domain: Option<DomainName>,
+    /// Local datacenter.
+    pub datacenter: String,
+    /// Node TTL, seconds.
+    pub node_ttl: u32,
+    /// Service TTLs.
+    pub service_ttl: TtlTable,
+    /// Negative TTL, seconds.
+    pub negative_ttl: u32,
+    /// Only passing instances.
+    pub only_passing: bool,
+    /// S7.2 answer cap (0 = none).
+    pub udp_answer_limit: u32,
+    /// S7.6 A-record cap (0 = none).
+    pub a_record_limit: u32,
+    /// Largest UDP reply for EDNS clients.
+    pub max_udp_size: u16,
+    /// UDP worker threads per address.
+    pub udp_workers: usize,
+    /// Log filter.
+    pub log_level: String,
+}
+
+/// Loads the configuration. `config_file` is `--config`; `env` looks up environment
+/// variables (tests pass a map, never the process environment).
+pub fn load(
+    config_file: Option<&Path>,
+    flags: Layer,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let from_env = env(ENV_CONFIG).map(PathBuf::from);
+    let file = match config_file.map(Path::to_path_buf).or(from_env) {
+        Some(path) => read_file(&path)?,
+        None => Layer::default(),
+    };
+    let env_layer = Layer::from_env(env).map_err(|(var, message)| ConfigError::Env { var, message })?;
+    resolve(file.overlay(env_layer).overlay(flags), &|path| path.exists())
+}
+
+/// Parses a config file.
+pub fn read_file(path: &Path) -> Result<Layer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::from_toml(path, &text, &e))
+}
+
+/// Applies defaults and cross-field checks. `exists` tells whether a path exists.
+pub fn resolve(layer: Layer, exists: &dyn Fn(&Path) -> bool) -> Result<Config, ConfigError> {
+    let domain = layer.domain.unwrap_or_else(|| DomainName::new("consul.").expect("a valid literal"));
+    if layer.alt_domain.as_ref() == Some(&domain) {
+        return Err(ConfigError::Invalid { key: "alt_domain", message: "must differ from domain".into() });
+    }
+    let catalog = match layer.static_catalog {
+        Some(path) => CatalogSource::File(path),
+        None if exists(Path::new(DEFAULT_CATALOG_PATH)) => CatalogSource::File(DEFAULT_CATALOG_PATH.into()),
+        None => CatalogSource::Embedded,
+    };
+    let mut service_ttl = TtlTable::new(DEFAULT_TTL_SECS);
+    match layer.service_ttl {
+        Some(ServiceTtl::All(secs)) => service_ttl = TtlTable::new(secs.0),
+        Some(ServiceTtl::Table(table)) => table.iter().for_each(|(key, secs)| service_ttl.insert(key, secs.0)),
+        None => {}
+    }
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], DEFAULT_DNS_PORT));
+    let listen: Vec<SocketAddr> = match layer.listen {
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::Invalid { key: "listen", message: "needs at least one address".into() });
+        }
+        Some(list) => list.into_iter().map(|a| a.0).collect(),
+        None => vec![default_listen],
+    };
+    Ok(Config {
+        listen,
+        catalog,
+        domain,
+        alt_domain: layer.alt_domain,
+        datacenter: layer.datacenter.map_or_else(|| "dc1".to_owned(), |dc| dc.0),
+        node_ttl: layer.node_ttl.map_or(DEFAULT_TTL_SECS, |s| s.0),
+        service_ttl,
+        negative_ttl: layer.negative_ttl.map_or(DEFAULT_TTL_SECS, |s| s.0),
+        only_passing: layer.only_passing.unwrap_or(false),
+        udp_answer_limit: layer.udp_answer_limit.map_or(3, |n| n.0),
+        a_record_limit: layer.a_record_limit.map_or(0, |n| n.0),
+        max_udp_size: layer.max_udp_size.map_or(1232, |n| n.0 as u16),
+        udp_workers: layer.udp_workers.map_or_else(default_workers, |n| n.0 as usize),
+        log_level: layer.log_level.unwrap_or_else(|| "info".into()),
+    })
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// What the snapshot builder bakes in.
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions {
+            datacenter: self.datacenter.clone(),
+            node_ttl: self.node_ttl,
+            service_ttl: self.service_ttl.clone(),
+            only_passing: self.only_passing,
+            node_meta_txt: true,
+        }
+    }
+
+    /// What the DNS layer reads per query.
+    pub fn dns_settings(&self) -> Settings {
+        let mut settings = Settings::new(self.domain.clone());
+        settings.alt_domain = self.alt_domain.clone();
+        settings.negative_ttl = self.negative_ttl;
+        settings.udp_answer_limit = self.udp_answer_limit as usize;
+        settings.a_record_limit = self.a_record_limit as usize;
+        settings.max_udp_size = self.max_udp_size;
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! Typed values shared by flags, environment variables and the TOML file: each parses from a
+//! string (flags, env) and deserializes from TOML, with one error message for all three.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// The DNS port Consul uses (S1.1), taken when an address has none.
+pub const DEFAULT_DNS_PORT: u16 = 8600;
+
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, or a bare IP (port 8600).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(ListenAddr(addr));
+        }
+        let bare = text.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>()
+            .map(|ip| ListenAddr(SocketAddr::new(ip, DEFAULT_DNS_PORT)))
+            .map_err(|_| format!("invalid address {text:?}: expected IP:PORT, [IPv6]:PORT or IP"))
+    }
+}
+
+/// A duration in whole seconds: `30`, `"30"`, `"30s"`, `"5m"`, `"1h30m"`, `"1500ms"` (Go
+/// duration syntax as Consul uses it, truncated to seconds, S6.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Secs(pub u32);
+
+impl FromStr for Secs {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_duration_ms(text.trim())
+            .and_then(|ms| u32::try_from(ms / 1000).ok())
+            .map(Secs)
+            .ok_or_else(|| format!("invalid duration {text:?}: expected seconds or e.g. \"5s\", \"1m30s\", \"1h\""))
+    }
+}
+
+/// Go-style duration to milliseconds; a bare number means seconds.
+pub fn parse_duration_ms(text: &str) -> Option<u64> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return secs.checked_mul(1000);
+    }
+    let mut rest = text;
+    let mut total: u64 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let value: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        total = total.checked_add(value.checked_mul(scale)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(total)
+}
+
+struct SecsVisitor;
+
+impl Visitor<'_> for SecsVisitor {
+    type Value = Secs;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration: seconds, or a string like \"5s\" or \"1m\"")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
+        u32::try_from(v).map(Secs).map_err(|_| E::custom(format!("duration {v} is out of range")))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs, E> {
+        u32::try_from(v).map(Secs).map_err(|_| E::custom(format!("duration {v} is out of range")))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Secs, E> {
+        v.parse().map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SecsVisitor)
+    }
+}
+
+/// `service_ttl`: one duration for every service, or Consul's table of exact names,
+/// `prefix*` patterns and `*` (S6.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceTtl {
+    /// One TTL for all.
+    All(Secs),
+    /// Per-name TTLs.
+    Table(BTreeMap<String, Secs>),
+}
+
+impl FromStr for ServiceTtl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse().map(ServiceTtl::All)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServiceTtl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            All(Secs),
+            Table(BTreeMap<String, Secs>),
+        }
+        match Shape::deserialize(d) {
+            Ok(Shape::All(secs)) => Ok(ServiceTtl::All(secs)),
+            Ok(Shape::Table(table)) => Ok(ServiceTtl::Table(table)),
+            Err(_) => Err(de::Error::custom(
+                "expected a duration (\"5s\") or a table of service name patterns to durations ({ \"*\" = \"5s\", \"db*\" = \"30s\" })",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, secs) in [("0", 0), ("30", 30), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("1500ms", 1), ("0s", 0)]
+        {
+            assert_eq!(text.parse::<Secs>(), Ok(Secs(secs)), "{text}");
+        }
+        for bad in ["", "5x", "s", "-1", "1.5s", "99999999999h"] {
+            assert!(bad.parse::<Secs>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!("127.0.0.1:53".parse::<ListenAddr>().unwrap().0, "127.0.0.1:53".parse().unwrap());
+        assert_eq!("::1".parse::<ListenAddr>().unwrap().0, "[::1]:8600".parse().unwrap());
+        assert_eq!("[::1]:0".parse::<ListenAddr>().unwrap().0, "[::1]:0".parse().unwrap());
+        assert!("localhost:53".parse::<ListenAddr>().is_err());
+    }
+}
+
+/// Implements `Deserialize` through `FromStr` for a type read from a TOML string.
+macro_rules! deserialize_from_str {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+deserialize_from_str!(ListenAddr);
+deserialize_from_str!(Label);
+
+/// One DNS label of letters, digits, `-` and `_` (a datacenter name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label(pub String);
+
+impl FromStr for Label {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if crate::wire::is_dns_safe(text) && !text.contains('.') {
+            Ok(Label(text.to_owned()))
+        } else {
+            Err(format!("invalid name {text:?}: expected one DNS label (letters, digits, '-', '_')"))
+        }
+    }
+}
+
+/// An integer that must lie in `MIN..=MAX` (checked where it is read, so a file error has a
+/// line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded<const MIN: u32, const MAX: u32>(pub u32);
+
+impl<const MIN: u32, const MAX: u32> Bounded<MIN, MAX> {
+    fn check(value: i64) -> Result<Self, String> {
+        if (MIN as i64..=MAX as i64).contains(&value) {
+            Ok(Bounded(value as u32))
+        } else {
+            Err(format!("{value} is out of range: expected {MIN}..={MAX}"))
+        }
+    }
+}
+
+impl<const MIN: u32, const MAX: u32> FromStr for Bounded<MIN, MAX> {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let value: i64 = text.trim().parse().map_err(|_| format!("invalid number {text:?}"))?;
+        Self::check(value)
+    }
+}
+
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::check(i64::deserialize(d)?).map_err(de::Error::custom)
+    }
+}

@@ -1,0 +1,297 @@
+//! Sockets: UDP worker threads and the TCP listener, all answering through
+//! [`crate::dns::answer::respond`] from the snapshot current at that moment.
+//!
+//! UDP is our own loop (design.md, "hot path"): one OS thread per worker, each with its own
+//! receive buffer, response buffer and shuffle state, no task or allocation per packet. With a
+//! fixed port and several workers each worker gets its own socket in an `SO_REUSEPORT` group;
+//! with port 0 (tests) the workers share one socket, because the kernel may hand a port-0
+//! `SO_REUSEPORT` bind a port another process already holds. TCP runs on tokio: 2-byte length
+//! framing, many queries per connection (S1.2), an idle timeout and a connection cap.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::catalog::Catalog;
+use crate::dns::Settings;
+use crate::dns::answer::{Scratch, Transport, respond};
+use crate::wire::MAX_MESSAGE_LEN;
+
+/// How long a UDP worker blocks before looking at the stop flag.
+const UDP_POLL: Duration = Duration::from_millis(200);
+/// A TCP connection with no query for this long is closed (miekg/dns uses 8 s, S1.2).
+const TCP_IDLE: Duration = Duration::from_secs(8);
+/// Time allowed to receive the rest of a query once its length arrived.
+const TCP_READ: Duration = Duration::from_secs(2);
+/// Concurrent TCP connections; further ones wait in the kernel's backlog.
+const TCP_MAX_CONNECTIONS: usize = 1024;
+/// How often a port-0 bind is retried when TCP cannot take the port UDP got.
+const BIND_ATTEMPTS: usize = 16;
+
+/// Why the DNS sockets could not be set up.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// A bind failed.
+    #[error("cannot bind DNS {proto} socket on {addr}: {source}")]
+    Bind {
+        /// "UDP" or "TCP".
+        proto: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// The bound sockets of one listen address.
+#[derive(Debug)]
+pub struct Bound {
+    /// The address actually bound (port resolved).
+    pub addr: SocketAddr,
+    udp: Vec<UdpSocket>,
+    tcp: StdTcpListener,
+}
+
+/// Binds UDP and TCP on every address: UDP first, then TCP on the port UDP resolved.
+pub fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Vec<Bound>, ServerError> {
+    addrs.iter().map(|addr| bind_one(*addr, workers.max(1))).collect()
+}
+
+fn bind_one(addr: SocketAddr, workers: usize) -> Result<Bound, ServerError> {
+    let udp_err = |source| ServerError::Bind { proto: "UDP", addr, source };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let reuse_port = workers > 1 && addr.port() != 0;
+        let first = udp_socket(addr, reuse_port).map_err(udp_err)?;
+        let resolved = first.local_addr().map_err(udp_err)?;
+        let tcp = match tcp_listener(resolved) {
+            Ok(tcp) => tcp,
+            Err(e) if addr.port() == 0 && attempt < BIND_ATTEMPTS && e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(source) => return Err(ServerError::Bind { proto: "TCP", addr: resolved, source }),
+        };
+        let mut udp = vec![first];
+        for _ in 1..workers {
+            let extra = if reuse_port { udp_socket(resolved, true) } else { udp[0].try_clone() };
+            udp.push(extra.map_err(udp_err)?);
+        }
+        return Ok(Bound { addr: resolved, udp, tcp });
+    }
+}
+
+fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    // Bursts of queries should wait in the kernel rather than be dropped.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    socket.set_read_timeout(Some(UDP_POLL))?;
+    Ok(socket.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<StdTcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// What every worker reads: the catalog and the (reloadable) DNS settings.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The live catalog.
+    pub catalog: Arc<Catalog>,
+    /// DNS settings, swapped on reload.
+    pub settings: Arc<ArcSwap<Settings>>,
+}
+
+/// Running DNS service: UDP threads and TCP tasks. Stop it with [`Running::stop`].
+#[derive(Debug)]
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
+    cancel: CancellationToken,
+}
+
+/// Starts the UDP workers and TCP acceptors on already-bound sockets. Must run inside a tokio
+/// runtime (for TCP).
+pub fn start(bound: Vec<Bound>, shared: &Shared) -> io::Result<Running> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let cancel = CancellationToken::new();
+    let mut threads = Vec::new();
+    let mut tcp_tasks = Vec::new();
+    let connections = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    for b in bound {
+        info!(addr = %b.addr, udp_workers = b.udp.len(), "DNS listening.");
+        for (i, socket) in b.udp.into_iter().enumerate() {
+            let (shared, stop) = (shared.clone(), Arc::clone(&stop));
+            let handle = std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || udp_worker(socket, shared, stop))?;
+            threads.push(handle);
+        }
+        let listener = TcpListener::from_std(b.tcp)?;
+        let (shared, cancel, connections) = (shared.clone(), cancel.clone(), Arc::clone(&connections));
+        tcp_tasks.push(tokio::spawn(accept_loop(listener, shared, cancel, connections)));
+    }
+    Ok(Running { stop, threads, tcp_tasks, cancel })
+}
+
+impl Running {
+    /// Stops accepting, lets UDP workers finish the packet in hand, waits for them.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
+        for task in self.tcp_tasks {
+            let _ = task.await;
+        }
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn udp_worker(socket: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+    let mut packet = vec![0u8; MAX_MESSAGE_LEN];
+    let mut out = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut scratch = Scratch::default();
+    while !stop.load(Ordering::Relaxed) {
+        let (len, peer) = match socket.recv_from(&mut packet) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                debug!(error = %e, "UDP receive failed.");
+                continue;
+            }
+        };
+        let snapshot = shared.catalog.load();
+        let settings = shared.settings.load();
+        // A bug must cost one query, not a worker.
+        let answered = catch_unwind(AssertUnwindSafe(|| {
+            respond(&packet[..len], &snapshot, &settings, Transport::Udp, &mut scratch, &mut out)
+        }));
+        match answered {
+            Ok(Some(_)) => {
+                if let Err(e) = socket.send_to(&out, peer) {
+                    debug!(%peer, error = %e, "UDP send failed.");
+                }
+            }
+            Ok(None) => {}
+            Err(_) => {
+                error!(%peer, len, "Answering a UDP query panicked; query dropped.");
+                scratch = Scratch::default();
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Shared, cancel: CancellationToken, connections: Arc<Semaphore>) {
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (shared, cancel) = (shared.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(stream, &shared, &cancel).await {
+                        debug!(%peer, error = %e, "TCP connection ended with an error.");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "TCP accept failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves length-prefixed queries on one connection until EOF, idle timeout or shutdown. A
+/// query being answered when shutdown starts is finished first.
+async fn serve_connection(mut stream: TcpStream, shared: &Shared, cancel: &CancellationToken) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut scratch = Scratch::default();
+    let mut query = Vec::new();
+    let mut out = Vec::new();
+    let mut framed = Vec::new();
+    loop {
+        let len = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            len = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => match len {
+                Err(_) => return Ok(()),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(len) => len? as usize,
+            },
+        };
+        query.resize(len, 0);
+        match tokio::time::timeout(TCP_READ, stream.read_exact(&mut query)).await {
+            Ok(read) => read?,
+            Err(_) => return Ok(()),
+        };
+        let answered = {
+            let snapshot = shared.catalog.load();
+            let settings = shared.settings.load();
+            catch_unwind(AssertUnwindSafe(|| {
+                respond(&query, &snapshot, &settings, Transport::Tcp, &mut scratch, &mut out)
+            }))
+        };
+        match answered {
+            Ok(Some(_)) => {
+                framed.clear();
+                framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&out);
+                stream.write_all(&framed).await?;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                error!(len, "Answering a TCP query panicked; connection closed.");
+                return Ok(());
+            }
+        }
+    }
+}

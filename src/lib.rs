@@ -1,0 +1,30 @@
+//! consul-dns: a DNS server for Consul's DNS namespace (`<svc>.service.consul` and friends).
+//!
+//! Backends *write* an immutable catalog snapshot; the DNS server *reads* it. Nothing else
+//! connects them:
+//! - [`backend`] watches a source (a static file; the Consul catalog, databases), converts what
+//!   it reads into [`catalog::model`] values, validates them, and publishes a new
+//!   [`catalog::Snapshot`]; a failed read publishes nothing, so the last good snapshot serves.
+//! - [`catalog`] holds the current snapshot behind `arc_swap::ArcSwap`; building a snapshot
+//!   prepares every record once (addresses per query type, SRV targets, glue, TXT).
+//! - [`dns`] parses a query without allocating, classifies its name ([`dns::name`]), builds the
+//!   response from the snapshot ([`dns::answer`], pure), and sends it ([`dns::server`]: one UDP
+//!   loop per worker thread, TCP on tokio).
+//! - [`config`] merges file < environment < flags and rejects unknown keys with file and line;
+//!   [`app`] wires the pieces; [`telemetry`] sets up logs.
+//!
+//! `dns` never imports `backend` and `backend` never imports `dns`: both meet at `catalog`.
+//! Behaviour follows the Consul DNS spec items S1–S15 cited throughout.
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod backend;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod healthcheck;
+pub mod shutdown;
+pub mod telemetry;
+pub mod wire;

@@ -1,0 +1,79 @@
+//! The `consul-dns` binary: parse flags, load configuration, start logging, run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use consul_dns::app::{self, Reloader};
+use consul_dns::backend::file;
+use consul_dns::cli::{Cli, Command};
+use consul_dns::{config, healthcheck, telemetry};
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { addr, name, timeout_ms }) = &cli.command {
+        return match healthcheck::check(addr.as_deref(), name, Duration::from_millis(*timeout_ms)) {
+            Ok(summary) => {
+                println!("ok: {summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("consul-dns healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match config::load(cli.config.as_deref(), cli.settings.clone(), &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("consul-dns: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        return check_config(&config);
+    }
+    if let Err(e) = telemetry::init(&config.log_level) {
+        eprintln!("consul-dns: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("consul-dns: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reloader = Reloader { config_file: cli.config.clone(), flags: cli.settings.clone(), env: Box::new(env) };
+    match runtime.block_on(app::run(config, reloader)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "Fatal error.");
+            eprintln!("consul-dns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: the configuration parsed; now the catalog must load and build.
+fn check_config(config: &config::Config) -> ExitCode {
+    match file::build(&config.catalog, Arc::new(config.build_options())) {
+        Ok((snapshot, _)) => {
+            let counts = snapshot.counts();
+            println!(
+                "configuration OK; catalog {:?}: {} services, {} instances, {} nodes",
+                config.catalog, counts.services, counts.instances, counts.nodes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consul-dns: catalog error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
