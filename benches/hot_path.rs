@@ -1,0 +1,141 @@
+//! Hot-path benchmarks: request parsing + name classification, answer building for a 3- and a
+//! 1,000-instance service (UDP without EDNS, so truncated, and TCP, complete), a negative
+//! answer, and one full UDP round trip on loopback through the real server loop.
+
+use std::hint::black_box;
+use std::net::UdpSocket;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use criterion::{Criterion, criterion_group, criterion_main};
+use consul_dns::catalog::model::{Address, CatalogData, Health, Instance, Node, TaggedAddresses, Weights};
+use consul_dns::catalog::ttl::TtlTable;
+use consul_dns::catalog::{BuildOptions, Catalog, Snapshot};
+use consul_dns::dns::Settings;
+use consul_dns::dns::answer::{Scratch, Transport, respond};
+use consul_dns::dns::message::Request;
+use consul_dns::dns::name::{DomainName, classify};
+use consul_dns::dns::server::{self, Shared};
+use consul_dns::wire;
+
+/// `svc0`..`svc<services-1>`, each with `instances` instances on their own nodes.
+fn catalog(services: usize, instances: usize) -> CatalogData {
+    let mut data = CatalogData::default();
+    for s in 0..services {
+        for i in 0..instances {
+            let n = s * instances + i;
+            let node = format!("node{n}");
+            data.nodes.push(Node {
+                name: node.clone(),
+                datacenter: "dc1".into(),
+                address: Address::parse(&format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255)).unwrap(),
+                tagged: TaggedAddresses::default(),
+                meta: vec![],
+            });
+            data.instances.push(Instance {
+                id: format!("svc{s}-{i}"),
+                service: format!("svc{s}"),
+                datacenter: "dc1".into(),
+                node: Some(node),
+                address: None,
+                tagged: TaggedAddresses::default(),
+                port: 20000 + i as u16,
+                tags: vec!["primary".into()],
+                weights: Weights::default(),
+                health: Health::Passing,
+            });
+        }
+    }
+    data
+}
+
+fn snapshot(data: &CatalogData) -> Snapshot {
+    let options = BuildOptions {
+        datacenter: "dc1".into(),
+        node_ttl: 5,
+        service_ttl: TtlTable::new(5),
+        only_passing: false,
+        node_meta_txt: true,
+    };
+    Snapshot::build(data, Arc::new(options))
+}
+
+fn query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    wire::push_name(name, &mut p).unwrap();
+    wire::push_u16(qtype, &mut p);
+    wire::push_u16(1, &mut p);
+    p
+}
+
+fn settings() -> Settings {
+    Settings::new(DomainName::new("consul.").unwrap())
+}
+
+fn bench_classify(c: &mut Criterion) {
+    let domain = DomainName::new("consul.").unwrap();
+    let mut group = c.benchmark_group("classify");
+    for (label, name, qtype) in [
+        ("service", "svc1.service.consul", wire::rtype::SRV),
+        ("tag_dc", "primary.svc1.service.dc1.consul", wire::rtype::A),
+        ("rfc2782", "_svc1._tcp.service.consul", wire::rtype::SRV),
+        ("outside", "www.example.com", wire::rtype::A),
+    ] {
+        let packet = query(name, qtype);
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let req = Request::parse(black_box(&packet)).unwrap();
+                black_box(classify(req.name(), req.qtype, &[&domain]).query == consul_dns::dns::name::Query::Apex)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_answer(c: &mut Criterion) {
+    let small = snapshot(&catalog(1000, 3));
+    let large = snapshot(&catalog(1, 1000));
+    let settings = settings();
+    let mut scratch = Scratch::with_seed(1);
+    let mut out = Vec::with_capacity(65535);
+    let mut group = c.benchmark_group("answer");
+    let cases = [
+        ("srv_3_udp", &small, query("svc1.service.consul", wire::rtype::SRV), Transport::Udp),
+        ("a_3_udp", &small, query("svc1.service.consul", wire::rtype::A), Transport::Udp),
+        ("nxdomain_udp", &small, query("missing1.service.consul", wire::rtype::A), Transport::Udp),
+        ("srv_1000_udp_truncated", &large, query("svc0.service.consul", wire::rtype::SRV), Transport::Udp),
+        ("srv_1000_tcp", &large, query("svc0.service.consul", wire::rtype::SRV), Transport::Tcp),
+        ("a_1000_tcp", &large, query("svc0.service.consul", wire::rtype::A), Transport::Tcp),
+    ];
+    for (label, snap, packet, transport) in cases {
+        group.bench_function(label, |b| {
+            b.iter(|| respond(black_box(&packet), snap, &settings, transport, &mut scratch, &mut out).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn bench_round_trip(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let shared = Shared {
+        catalog: Arc::new(Catalog::new(snapshot(&catalog(1000, 3)))),
+        settings: Arc::new(ArcSwap::from_pointee(settings())),
+    };
+    let bound = server::bind(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
+    let addr = bound[0].addr;
+    let running = runtime.block_on(async { server::start(bound, &shared) }).unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.connect(addr).unwrap();
+    let packet = query("svc1.service.consul", wire::rtype::SRV);
+    let mut buf = [0u8; 4096];
+    c.bench_function("udp_round_trip_srv_3", |b| {
+        b.iter(|| {
+            client.send(&packet).unwrap();
+            client.recv(&mut buf).unwrap()
+        })
+    });
+    runtime.block_on(running.stop());
+}
+
+criterion_group!(benches, bench_classify, bench_answer, bench_round_trip);
+criterion_main!(benches);

@@ -1,0 +1,63 @@
+//! The command line: --check-config, configuration errors at start-up, the healthcheck
+//! subcommand, and the shipped files.
+
+use crate::support::Daemon;
+use crate::support::daemon::run_binary;
+
+#[test]
+fn check_config_accepts_the_shipped_files() {
+    let (code, out, err) = run_binary(&["--check-config", "--config", "config/consul-dns.toml"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("configuration OK") && out.contains("5 instances"), "{out}");
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "domain = \"consul.\"\nnode_ttl = \"5s\"\nlisten_addr = \"127.0.0.1:53\"\n").unwrap();
+    let (code, _, err) = run_binary(&["--check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("bad.toml:3:") && err.contains("listen_addr"), "{err}");
+    let catalog = dir.path().join("bad-catalog.toml");
+    std::fs::write(&catalog, "[[services]]\nname = \"web\"\nport = 80\nnode = \"ghost\"\n").unwrap();
+    let (code, _, err) = run_binary(&["--check-config", "--static", catalog.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("bad-catalog.toml:line 2") && err.contains("ghost"), "{err}");
+}
+
+#[test]
+fn daemon_refuses_to_start_with_a_bad_config() {
+    let (code, _, err) = run_binary(&["--listen", "127.0.0.1:0", "--node-ttl", "soon"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--node-ttl") && err.contains("invalid duration"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let (code, _, err) = run_binary(&["--listen", "127.0.0.1:0", "--static", missing.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[test]
+fn embedded_catalog_serves_when_no_file_is_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::support::daemon::binary())
+        .current_dir(dir.path())
+        .args(["--check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("Embedded") && stdout.contains("5 instances"), "{stdout}");
+}
+
+#[test]
+fn healthcheck_succeeds_against_a_daemon_and_fails_without_one() {
+    let d = Daemon::start("", &[]);
+    let (code, out, err) = run_binary(&["healthcheck", &d.addr.to_string()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("NoError") || out.contains("NOERROR") || out.contains("No Error"), "{out}");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap(); // bound, never answers
+    let silent = socket.local_addr().unwrap().to_string();
+    let (code, _, err) = run_binary(&["healthcheck", &silent, "--timeout-ms", "300"]);
+    assert_eq!(code, Some(1), "{err}");
+}

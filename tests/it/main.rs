@@ -1,0 +1,8 @@
+//! Integration tests: the real `consul-dns` binary on 127.0.0.1 with a free port, real `dig`,
+//! and a Rust client on hickory-proto. One binary, one file per behaviour family.
+
+mod cli;
+mod reload;
+mod robustness;
+mod spec;
+mod support;
