@@ -7,7 +7,6 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use criterion::{Criterion, criterion_group, criterion_main};
 use consul_dns::catalog::model::{Address, CatalogData, Health, Instance, Node, TaggedAddresses, Weights};
 use consul_dns::catalog::ttl::TtlTable;
 use consul_dns::catalog::{BuildOptions, Catalog, Snapshot};
@@ -17,6 +16,7 @@ use consul_dns::dns::message::Request;
 use consul_dns::dns::name::{DomainName, classify};
 use consul_dns::dns::server::{self, Shared};
 use consul_dns::wire;
+use criterion::{Criterion, criterion_group, criterion_main};
 
 /// `svc0`..`svc<services-1>`, each with `instances` instances on their own nodes.
 fn catalog(services: usize, instances: usize) -> CatalogData {

@@ -173,15 +173,6 @@ pub fn push_character_strings(text: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Is `name` usable as a DNS label sequence made of letters, digits, `-` and `_` (the names
-/// Consul's DNS interface can serve)? Dots separate labels.
-pub fn is_dns_safe(name: &str) -> bool {
-    let mut scratch = Vec::with_capacity(name.len() + 2);
-    !name.is_empty()
-        && push_labels(name, &mut scratch).is_ok()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,14 +208,5 @@ mod tests {
         let mut empty = Vec::new();
         push_character_strings(b"", &mut empty);
         assert_eq!(empty, [0]);
-    }
-
-    #[test]
-    fn dns_safe_names() {
-        assert!(is_dns_safe("user"));
-        assert!(is_dns_safe("node-1.rack_2"));
-        assert!(!is_dns_safe("user service"));
-        assert!(!is_dns_safe(""));
-        assert!(!is_dns_safe("a..b"));
     }
 }

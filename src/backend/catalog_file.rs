@@ -3,6 +3,9 @@
 //! line for syntax and the entry for meaning.
 
 use std::collections::{BTreeMap, HashSet};
+
+/// A set with a fast hasher: every name of the catalog goes through these.
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -10,9 +13,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use crate::catalog::model::{Address, CatalogData, Health, Instance, ModelError, Node, TaggedAddresses, Weights};
+use crate::catalog::model::{
+    Address, CatalogData, Health, Instance, ModelError, Node, TaggedAddresses, Weights, is_dns_label, is_dns_name,
+    lower,
+};
 use crate::config::locate;
-use crate::wire;
 
 /// Why a catalog file was rejected.
 #[derive(Debug, Error)]
@@ -171,67 +176,70 @@ fn convert<N: Located>(
         message,
     };
     let datacenter = file.datacenter.unwrap_or_else(|| default_dc.to_owned());
-    if !wire::is_dns_safe(&datacenter) || datacenter.contains('.') {
-        return Err(CatalogFileError::Entry {
-            path: path.to_owned(),
-            location: "datacenter".into(),
-            message: ModelError::InvalidDatacenter(datacenter).to_string(),
-        });
+    if !is_dns_label(&datacenter) {
+        let message = ModelError::InvalidDatacenter(datacenter).to_string();
+        return Err(CatalogFileError::Entry { path: path.to_owned(), location: "datacenter".into(), message });
     }
-    let mut data = CatalogData::default();
-    let mut node_names = HashSet::new();
-    for (i, entry) in file.nodes.iter().enumerate() {
-        let node = convert_node(entry, &datacenter).map_err(|m| entry_error("nodes", i, &entry.name, m))?;
-        if !node_names.insert(node.name.to_ascii_lowercase()) {
-            return Err(entry_error("nodes", i, &entry.name, format!("node {:?} is defined twice", node.name)));
+    let mut data =
+        CatalogData { nodes: Vec::with_capacity(file.nodes.len()), instances: Vec::with_capacity(file.services.len()) };
+    let mut node_names: FastSet<String> = FastSet::default();
+    for (i, entry) in file.nodes.into_iter().enumerate() {
+        if !node_names.insert(lower(entry.name.text()).into_owned()) {
+            let message = format!("node {:?} is defined twice", entry.name.text());
+            return Err(entry_error("nodes", i, &entry.name, message));
         }
+        let name = entry.name.text().to_owned();
+        let node = convert_node(name, entry.address, entry.meta, &datacenter)
+            .map_err(|m| entry_error("nodes", i, &entry.name, m))?;
         data.nodes.push(node);
     }
-    let mut ids = HashSet::new();
-    for (i, entry) in file.services.iter().enumerate() {
-        let inst =
-            convert_service(entry, &datacenter, &node_names).map_err(|m| entry_error("services", i, &entry.name, m))?;
-        let node_key = inst.node.as_deref().unwrap_or("").to_ascii_lowercase();
+    let mut ids: FastSet<(String, String)> = FastSet::default();
+    for (i, entry) in file.services.into_iter().enumerate() {
+        let name = entry.name.text().to_owned();
+        let error = |m| entry_error("services", i, &entry.name, m);
+        let inst = convert_service(name, &entry, &datacenter, &node_names).map_err(error)?;
+        let node_key = lower(inst.node.as_deref().unwrap_or("")).into_owned();
         if !ids.insert((node_key, inst.id.clone())) {
-            return Err(entry_error("services", i, &entry.name, format!("id {:?} is used twice on one node", inst.id)));
+            return Err(error(format!("id {:?} is used twice on one node", inst.id)));
         }
         data.instances.push(inst);
     }
-    // Everything above mirrors the model's rules; this is the backstop if they drift apart.
-    data.validate().map_err(|e| CatalogFileError::Entry {
-        path: path.to_owned(),
-        location: "catalog".into(),
-        message: e.to_string(),
-    })?;
+    // The checks above are the model's rules with file positions attached; a debug build
+    // proves they have not drifted apart (a release build does not pay for them twice).
+    debug_assert_eq!(data.validate(), Ok(()));
     Ok(data)
 }
 
-fn convert_node<N: Located>(entry: &FileNode<N>, datacenter: &str) -> Result<Node, String> {
-    let name = entry.name.text();
-    if !wire::is_dns_safe(name) {
-        return Err(ModelError::InvalidNodeName(name.to_owned()).to_string());
+fn convert_node(
+    name: String,
+    address: String,
+    meta: BTreeMap<String, String>,
+    datacenter: &str,
+) -> Result<Node, String> {
+    if !is_dns_name(&name) {
+        return Err(ModelError::InvalidNodeName(name).to_string());
     }
-    let address = Address::parse(&entry.address).ok_or_else(|| format!("node {name:?}: address is empty"))?;
+    let address = Address::parse(&address).ok_or_else(|| format!("node {name:?}: address is empty"))?;
     Ok(Node {
-        name: name.to_owned(),
+        name,
         datacenter: datacenter.to_owned(),
         address,
         tagged: TaggedAddresses::default(),
-        meta: entry.meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        meta: meta.into_iter().collect(),
     })
 }
 
-fn convert_service<N: Located>(
+fn convert_service<N>(
+    name: String,
     entry: &FileService<N>,
     datacenter: &str,
-    nodes: &HashSet<String>,
+    nodes: &FastSet<String>,
 ) -> Result<Instance, String> {
-    let name = entry.name.text();
-    if !wire::is_dns_safe(name) || name.contains('.') {
-        return Err(ModelError::InvalidServiceName(name.to_owned()).to_string());
+    if !is_dns_label(&name) {
+        return Err(ModelError::InvalidServiceName(name).to_string());
     }
     if let Some(node) = &entry.node
-        && !nodes.contains(&node.to_ascii_lowercase())
+        && !nodes.contains(&*lower(node))
     {
         return Err(format!("service {name:?}: node {node:?} is not defined in [[nodes]]"));
     }
@@ -246,8 +254,8 @@ fn convert_service<N: Located>(
         None => Weights::default(),
     };
     Ok(Instance {
-        id: entry.id.clone().unwrap_or_else(|| name.to_owned()),
-        service: name.to_owned(),
+        id: entry.id.clone().unwrap_or_else(|| name.clone()),
+        service: name,
         datacenter: datacenter.to_owned(),
         node: entry.node.clone(),
         address,

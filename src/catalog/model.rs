@@ -3,13 +3,41 @@
 //! Every backend converts its own wire types into these at its edge and calls [`CatalogData::validate`]
 //! before publishing. A leaf module: std only, no hickory, tokio or serde wire types.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 
 use thiserror::Error;
 
-use crate::wire;
+/// A set with a fast hasher (validation hashes every name of the catalog).
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
+/// `text` lower-cased, borrowed when it already is (the usual case): names match
+/// case-insensitively everywhere (S2.12).
+pub fn lower(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Can `name` be served by DNS: dot-separated labels of letters, digits, `-` and `_`, each
+/// 1–63 bytes, at most 253 bytes in all? (The names Consul's DNS interface can answer.)
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Is `name` one DNS label (a service or datacenter name)?
+pub fn is_dns_label(name: &str) -> bool {
+    is_dns_name(name) && !name.contains('.')
+}
 
 /// Where something can be reached: an IP, or a hostname that clients resolve themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -233,23 +261,21 @@ impl CatalogData {
     /// Checks what the snapshot builder relies on: DNS-safe names, instances on known nodes,
     /// unique node names and instance IDs.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let mut nodes = HashSet::new();
+        let mut nodes = FastSet::default();
         for node in &self.nodes {
             check_datacenter(&node.datacenter)?;
-            if !wire::is_dns_safe(&node.name) {
+            if !is_dns_name(&node.name) {
                 return Err(ModelError::InvalidNodeName(node.name.clone()));
             }
-            let key = (node.datacenter.to_ascii_lowercase(), node.name.to_ascii_lowercase());
-            if !nodes.insert(key) {
+            if !nodes.insert((lower(&node.datacenter), lower(&node.name))) {
                 return Err(ModelError::DuplicateNode { name: node.name.clone(), datacenter: node.datacenter.clone() });
             }
         }
-        let mut ids = HashSet::new();
+        let mut ids = FastSet::default();
         for inst in &self.instances {
             validate_instance(inst, &nodes)?;
             let node = inst.node.as_deref().unwrap_or("-");
-            let key = (inst.datacenter.to_ascii_lowercase(), node.to_ascii_lowercase(), &inst.id);
-            if !ids.insert(key) {
+            if !ids.insert((lower(&inst.datacenter), lower(node), inst.id.as_str())) {
                 return Err(ModelError::DuplicateInstance { id: inst.id.clone(), node: node.to_owned() });
             }
         }
@@ -258,32 +284,26 @@ impl CatalogData {
 }
 
 fn check_datacenter(dc: &str) -> Result<(), ModelError> {
-    if wire::is_dns_safe(dc) && !dc.contains('.') { Ok(()) } else { Err(ModelError::InvalidDatacenter(dc.to_owned())) }
+    if is_dns_label(dc) { Ok(()) } else { Err(ModelError::InvalidDatacenter(dc.to_owned())) }
 }
 
-fn validate_instance(inst: &Instance, nodes: &HashSet<(String, String)>) -> Result<(), ModelError> {
+fn validate_instance(inst: &Instance, nodes: &FastSet<(Cow<'_, str>, Cow<'_, str>)>) -> Result<(), ModelError> {
     check_datacenter(&inst.datacenter)?;
-    if !wire::is_dns_safe(&inst.service) || inst.service.contains('.') {
+    if !is_dns_label(&inst.service) {
         return Err(ModelError::InvalidServiceName(inst.service.clone()));
     }
     match &inst.node {
-        Some(node) => {
-            let key = (inst.datacenter.to_ascii_lowercase(), node.to_ascii_lowercase());
-            if !nodes.contains(&key) {
-                return Err(ModelError::UnknownNode {
-                    id: inst.id.clone(),
-                    service: inst.service.clone(),
-                    node: node.clone(),
-                    datacenter: inst.datacenter.clone(),
-                });
-            }
-        }
+        Some(node) if !nodes.contains(&(lower(&inst.datacenter), lower(node))) => Err(ModelError::UnknownNode {
+            id: inst.id.clone(),
+            service: inst.service.clone(),
+            node: node.clone(),
+            datacenter: inst.datacenter.clone(),
+        }),
         None if inst.address.is_none() && inst.tagged == TaggedAddresses::default() => {
-            return Err(ModelError::NoAddress { id: inst.id.clone(), service: inst.service.clone() });
+            Err(ModelError::NoAddress { id: inst.id.clone(), service: inst.service.clone() })
         }
-        None => {}
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -359,5 +379,14 @@ mod tests {
         bad.service = "my service".into();
         let bad = CatalogData { nodes: vec![node("n1")], instances: vec![bad] };
         assert!(matches!(bad.validate(), Err(ModelError::InvalidServiceName(_))));
+    }
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns_name("node-1.rack_2") && is_dns_label("user"));
+        assert!(!is_dns_label("a.b") && !is_dns_name("a..b") && !is_dns_name("") && !is_dns_name("a b"));
+        assert!(!is_dns_name(&"x".repeat(64)) && is_dns_name(&"x".repeat(63)));
+        assert_eq!(lower("Web"), "web");
+        assert!(matches!(lower("web"), Cow::Borrowed(_)));
     }
 }

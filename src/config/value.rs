@@ -178,7 +178,7 @@ pub struct Label(pub String);
 impl FromStr for Label {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if crate::wire::is_dns_safe(text) && !text.contains('.') {
+        if crate::catalog::model::is_dns_label(text) {
             Ok(Label(text.to_owned()))
         } else {
             Err(format!("invalid name {text:?}: expected one DNS label (letters, digits, '-', '_')"))

@@ -38,10 +38,7 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Scratch {
     order: Vec<u32>,
-    spare: Vec<u32>,
     glue: Vec<u8>,
-    stamps: Vec<u32>,
-    stamp: u32,
     rng: fastrand::Rng,
 }
 
@@ -58,20 +55,7 @@ impl Scratch {
     }
 
     fn with_rng(rng: fastrand::Rng) -> Scratch {
-        Scratch { order: Vec::new(), spare: Vec::new(), glue: Vec::new(), stamps: Vec::new(), stamp: 0, rng }
-    }
-
-    /// Starts a de-duplication pass over `groups` group ids: returns the stamp marking "seen".
-    fn new_stamp(&mut self, groups: usize) -> u32 {
-        if self.stamps.len() < groups {
-            self.stamps.resize(groups, 0);
-        }
-        self.stamp = self.stamp.wrapping_add(1);
-        if self.stamp == 0 {
-            self.stamps.iter_mut().for_each(|s| *s = 0);
-            self.stamp = 1;
-        }
-        self.stamp
+        Scratch { order: Vec::new(), glue: Vec::new(), rng }
     }
 }
 

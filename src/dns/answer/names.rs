@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::writer::{Owner, Section, Writer};
 use super::{Context, Reply, Scratch, negative, shuffle_step, soa};
-use crate::catalog::records::{AddrRecord, Family};
+use crate::catalog::records::{Addr, Family};
 use crate::wire::{rcode, rtype};
 
 /// Most NS records in an answer (S5.4).
@@ -72,7 +72,7 @@ pub(super) fn node(ctx: &Context<'_>, w: &mut Writer<'_>, name: &[u8], dc: Optio
         rtype::TXT => (None, Section::Answer),
         _ => return negative(ctx, w, rcode::NOERROR),
     };
-    if let Some(record) = family.and_then(|f| node.addresses.get(f)) {
+    if let Some(record) = family.and_then(|f| node.addresses.choose(f).filter(|a| a.fits(f))) {
         w.record(Section::Answer, Owner::Question, record.rtype(), ttl, record.rdata());
     }
     let wants_txt = txt_section == Section::Answer || ctx.snapshot.options().node_meta_txt;
@@ -93,8 +93,8 @@ pub(super) fn node(ctx: &Context<'_>, w: &mut Writer<'_>, name: &[u8], dc: Optio
 /// `<hex>.addr` (S3.7): the encoded address for a matching type, NODATA otherwise (S15).
 pub(super) fn addr(ctx: &Context<'_>, w: &mut Writer<'_>, ip: IpAddr) -> Reply {
     let record = match (ip, ctx.req.qtype) {
-        (IpAddr::V4(v4), rtype::A | rtype::ANY) => AddrRecord::V4(v4.octets()),
-        (IpAddr::V6(v6), rtype::AAAA | rtype::ANY) => AddrRecord::V6(v6.octets()),
+        (IpAddr::V4(v4), rtype::A | rtype::ANY) => Addr::V4(v4.octets()),
+        (IpAddr::V6(v6), rtype::AAAA | rtype::ANY) => Addr::V6(v6.octets()),
         _ => return negative(ctx, w, rcode::NOERROR),
     };
     let ttl = ctx.snapshot.options().node_ttl;
@@ -106,13 +106,19 @@ pub(super) fn addr(ctx: &Context<'_>, w: &mut Writer<'_>, ip: IpAddr) -> Reply {
 /// the primary domain; unknown addresses are NXDOMAIN with the domain's SOA. The PTR's TTL is
 /// the node TTL rather than Consul's fixed 0 (hashicorp/consul#10577).
 pub(super) fn reverse(ctx: &Context<'_>, w: &mut Writer<'_>, ip: Option<IpAddr>) -> Reply {
-    let Some(labels) = ip.and_then(|ip| ctx.snapshot.reverse(&ip)) else {
+    let Some(pointer) = ip.and_then(|ip| ctx.snapshot.reverse(&ip)) else {
         return negative(ctx, w, rcode::NXDOMAIN);
     };
     if !matches!(ctx.req.qtype, rtype::PTR | rtype::ANY) {
         return negative(ctx, w, rcode::NOERROR);
     }
     let domain = &ctx.settings.domain_wire;
-    w.record_parts(Section::Answer, Owner::Question, rtype::PTR, ctx.snapshot.options().node_ttl, &[labels, domain]);
+    w.record_parts(
+        Section::Answer,
+        Owner::Question,
+        rtype::PTR,
+        ctx.snapshot.options().node_ttl,
+        &[pointer.labels(), domain],
+    );
     Reply::authoritative(rcode::NOERROR)
 }

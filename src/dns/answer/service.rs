@@ -4,10 +4,13 @@
 
 use super::writer::{Owner, Section, Writer};
 use super::{Context, Reply, Scratch, negative, shuffle_step};
-use crate::catalog::records::{Family, GlueOwner, Target};
-use crate::catalog::snapshot::{NO_GROUP, ServiceRecords, family_index};
+use crate::catalog::records::{Addr, Family, PreparedInstance, Target, addr_labels, flags};
+use crate::catalog::snapshot::{Datacenter, ServiceRecords, TagFilter};
 use crate::dns::name::ServiceKind;
 use crate::wire::{rcode, rtype};
+
+/// Tag-filtered candidate lists longer than this are de-duplicated with a hash set.
+const LINEAR_DEDUP_MAX: usize = 32;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn answer(
@@ -19,55 +22,71 @@ pub(super) fn answer(
     tag: Option<&[u8]>,
     dc: Option<&[u8]>,
 ) -> Reply {
-    let records = match (kind, ctx.snapshot.datacenter(dc)) {
-        // Mesh (.connect/.ingress) endpoints exist only where a backend reports them; the
-        // catalog model carries none yet, so those names do not exist here.
-        (ServiceKind::Service, Some(dc)) => dc.services.get(name),
-        _ => None,
+    // Mesh (.connect/.ingress) endpoints exist only where a backend reports them; the catalog
+    // model carries none yet, so those names do not exist here.
+    let dc = ctx.snapshot.datacenter(dc).filter(|_| kind == ServiceKind::Service);
+    let Some((dc, records)) = dc.and_then(|dc| Some((dc, dc.services.get(name)?))) else {
+        return negative(ctx, w, rcode::NXDOMAIN);
     };
-    let Some(records) = records else { return negative(ctx, w, rcode::NXDOMAIN) };
-    if let Some(tag) = tag {
-        scratch.spare.clear();
-        scratch.spare.extend(
-            (0..records.instances.len() as u32)
-                .filter(|&i| records.instances[i as usize].tags.iter().any(|t| **t == *tag)),
-        );
-        if scratch.spare.is_empty() {
-            return negative(ctx, w, rcode::NXDOMAIN); // S3.2: no instance has the tag
-        }
+    let filter = tag.map(|tag| records.tag_filter(tag));
+    if let Some(filter) = &filter
+        && !records.instances.iter().enumerate().any(|(i, inst)| filter.admits(i, inst))
+    {
+        return negative(ctx, w, rcode::NXDOMAIN); // S3.2: no instance has the tag
     }
     let family = match ctx.req.qtype {
-        rtype::SRV => return srv(ctx, w, scratch, records, tag.is_some()),
+        rtype::SRV => return srv(ctx, w, scratch, records, dc, filter.as_ref()),
         rtype::A => Family::V4,
         rtype::AAAA => Family::V6,
         rtype::ANY => Family::Any,
         _ => return negative(ctx, w, rcode::NOERROR), // S3.4, S15: TXT and the rest are NODATA
     };
-    addresses(ctx, w, scratch, records, family, tag.is_some())
+    addresses(ctx, w, scratch, records, family, filter.as_ref())
 }
 
-/// Fills `scratch.order` with the instances to shuffle: the prepared list, or (with a tag)
-/// the tagged instances in `scratch.spare` de-duplicated by group `column` and kept by `keep`.
-fn candidates(
+/// Fills `scratch.order` with the instances that give a record: `wanted` ones, tag-filtered,
+/// without duplicates (flagged at build time for the whole service; compared by `key` when a
+/// tag filter may have dropped the first of two equal records).
+fn candidates<'r, K: PartialEq + std::hash::Hash + Eq>(
     scratch: &mut Scratch,
-    records: &ServiceRecords,
-    prepared: &[u32],
-    tagged: bool,
-    column: usize,
-    keep: impl Fn(u32) -> bool,
+    records: &'r ServiceRecords,
+    filter: Option<&TagFilter<'_>>,
+    wanted: impl Fn(&PreparedInstance) -> bool,
+    dup_flag: u16,
+    key: impl Fn(&'r PreparedInstance) -> K,
 ) {
     scratch.order.clear();
-    if !tagged {
-        scratch.order.extend_from_slice(prepared);
-        return;
-    }
-    let stamp = scratch.new_stamp(records.group_counts[column] as usize);
-    for &i in &scratch.spare {
-        let group = records.groups[i as usize][column];
-        if group != NO_GROUP && keep(i) && scratch.stamps[group as usize] != stamp {
-            scratch.stamps[group as usize] = stamp;
-            scratch.order.push(i);
+    let instances = &records.instances;
+    match filter {
+        None => scratch.order.extend(
+            (0..instances.len() as u32)
+                .filter(|&i| wanted(&instances[i as usize]) && instances[i as usize].flags & dup_flag == 0),
+        ),
+        Some(filter) => {
+            scratch.order.extend(
+                (0..instances.len() as u32)
+                    .filter(|&i| wanted(&instances[i as usize]) && filter.admits(i as usize, &instances[i as usize])),
+            );
+            dedup(&mut scratch.order, |i| key(&instances[i as usize]));
         }
+    }
+}
+
+/// Keeps the first index of each key, in order.
+fn dedup<K: PartialEq + std::hash::Hash + Eq>(order: &mut Vec<u32>, key: impl Fn(u32) -> K) {
+    if order.len() <= LINEAR_DEDUP_MAX {
+        let mut kept = 0;
+        for i in 0..order.len() {
+            let k = key(order[i]);
+            if !order[..kept].iter().any(|&j| key(j) == k) {
+                order[kept] = order[i];
+                kept += 1;
+            }
+        }
+        order.truncate(kept);
+    } else {
+        let mut seen: std::collections::HashSet<K, foldhash::fast::RandomState> = Default::default();
+        order.retain(|&i| seen.insert(key(i)));
     }
 }
 
@@ -79,27 +98,26 @@ fn addresses(
     scratch: &mut Scratch,
     records: &ServiceRecords,
     family: Family,
-    tagged: bool,
+    filter: Option<&TagFilter<'_>>,
 ) -> Reply {
-    let f = family_index(family);
-    let is_ip = |i: u32| records.instances[i as usize].addresses.get(family).is_some_and(|r| r.is_ip());
-    candidates(scratch, records, &records.ips[f], tagged, f + 1, is_ip);
+    let dup_flag = flags::ADDR_DUP << family as u16;
+    let key = |inst: &PreparedInstance| inst.address(family).cloned();
+    candidates(scratch, records, filter, |i| i.has_ip(family), dup_flag, key);
     if scratch.order.is_empty() {
-        candidates(scratch, records, &records.cnames[f], tagged, f + 1, |i| !is_ip(i));
+        candidates(scratch, records, filter, |i| i.has_host(family), dup_flag, key);
         if scratch.order.is_empty() {
             return negative(ctx, w, rcode::NOERROR);
         }
         let pick = scratch.rng.usize(..scratch.order.len());
         scratch.order.swap(0, pick);
-        scratch.order.truncate(1);
+        scratch.order.truncate(1); // never several CNAMEs
     }
     let limit = match ctx.settings.a_record_limit {
         0 => usize::MAX,
         n => n,
     };
     let mut truncated = false;
-    let n = scratch.order.len();
-    for i in 0..n {
+    for i in 0..scratch.order.len() {
         if i == limit {
             break; // S7.6: a_record_limit never sets TC
         }
@@ -108,67 +126,78 @@ fn addresses(
             break;
         }
         let pick = shuffle_step(&mut scratch.order, i, &mut scratch.rng);
-        let Some(record) = records.instances[pick as usize].addresses.get(family) else { continue };
-        if i > 0 && w.record_len(Owner::Question, record.rdata().len()) > w.room() {
+        let Some(addr) = records.instances[pick as usize].address(family) else { continue };
+        if i > 0 && w.record_len(Owner::Question, addr.rdata().len()) > w.room() {
             truncated = true;
             break;
         }
-        w.record(Section::Answer, Owner::Question, record.rtype(), records.ttl, record.rdata());
-        if !record.is_ip() {
-            break; // never several CNAMEs
-        }
+        w.record(Section::Answer, Owner::Question, addr.rtype(), records.ttl, addr.rdata());
     }
     Reply { rcode: rcode::NOERROR, authoritative: true, truncated }
 }
 
 /// SRV (S3.5): one record per shuffled instance, each followed (in the additional section) by
-/// its target's address and node meta; an instance is only added with all its additional
-/// records, so every SRV in a response carries its glue.
-fn srv(ctx: &Context<'_>, w: &mut Writer<'_>, scratch: &mut Scratch, records: &ServiceRecords, tagged: bool) -> Reply {
-    candidates(scratch, records, &records.srv, tagged, 0, |_| true);
+/// its target's address and its node's meta; an instance is only added with all of its
+/// additional records, so every SRV in a response carries its glue.
+fn srv(
+    ctx: &Context<'_>,
+    w: &mut Writer<'_>,
+    scratch: &mut Scratch,
+    records: &ServiceRecords,
+    dc: &Datacenter,
+    filter: Option<&TagFilter<'_>>,
+) -> Reply {
+    candidates(scratch, records, filter, |_| true, flags::SRV_DUP, PreparedInstance::srv_key);
     scratch.glue.clear();
     let question = ctx.req.question;
-    let domain_len = w.domain_bytes(question).len();
+    let meta_txt = ctx.snapshot.options().node_meta_txt;
     let mut glue_count = 0u16;
     let mut truncated = false;
-    let n = scratch.order.len();
-    for i in 0..n {
+    for i in 0..scratch.order.len() {
         if i == ctx.answer_cap {
             truncated = true;
             break;
         }
-        let pick = shuffle_step(&mut scratch.order, i, &mut scratch.rng);
-        let srv = &records.instances[pick as usize].srv;
-        let (target, relative) = match &srv.target {
-            Target::Relative(labels) => (&**labels, true),
-            Target::Absolute(name) => (&**name, false),
+        let inst = &records.instances[shuffle_step(&mut scratch.order, i, &mut scratch.rng) as usize];
+        let Some(target) = inst.target() else { continue };
+        let hex;
+        let (parts, glue_ip): ([&[u8]; 2], Option<&Addr>) = match target {
+            Target::Node(node, ip) => ([&node.labels, &[]], Some(ip)),
+            Target::Addr(ip) => {
+                hex = addr_labels(ip);
+                ([&hex.0[..hex.1], &dc.label], Some(ip))
+            }
+            Target::Host(name) => ([name, &[]], None),
         };
-        let srv_len = w.record_len(Owner::Question, 6 + target.len() + if relative { domain_len } else { 0 });
-        let glue_len: usize = srv.glue.iter().map(|g| w.record_len(glue_owner(&g.owner), g.rdata.len())).sum();
+        let relative = glue_ip.is_some();
+        let txt = inst.node.as_deref().filter(|n| meta_txt && relative && !n.txt.is_empty());
+        let txt_owner = match (target, txt) {
+            (Target::Node(..), _) => Owner::At(0),
+            (_, Some(node)) => Owner::Relative(&node.labels),
+            _ => Owner::At(0),
+        };
+        let srv_len = w.srv_len(&parts, relative, question);
+        let glue_len = glue_ip.map_or(0, |ip| w.record_len(Owner::At(0), ip.rdata().len()))
+            + txt.map_or(0, |n| n.txt.iter().map(|t| w.record_len(txt_owner, t.len())).sum());
         let fits = srv_len + glue_len + scratch.glue.len() <= w.room();
         if !fits && i > 0 {
             truncated = true;
             break;
         }
-        let target_at = w.srv(Owner::Question, records.ttl, &srv.fixed, target, relative, question);
-        if fits {
-            for glue in srv.glue.iter() {
-                let owner = match &glue.owner {
-                    GlueOwner::Target => Owner::At(target_at),
-                    GlueOwner::Node(labels) => Owner::Relative(labels),
-                };
-                w.record_into(&mut scratch.glue, owner, glue.rtype, records.ttl, &glue.rdata);
-                glue_count += 1;
-            }
+        let target_at = w.srv(Owner::Question, records.ttl, &inst.fixed, &parts, relative, question);
+        if !fits {
+            continue; // the one answer always kept (S7.3), without glue that does not fit
+        }
+        if let Some(ip) = glue_ip {
+            w.record_into(&mut scratch.glue, Owner::At(target_at), ip.rtype(), records.ttl, ip.rdata());
+            glue_count += 1;
+        }
+        for rdata in txt.map_or(&[][..], |n| &n.txt) {
+            let owner = if matches!(txt_owner, Owner::At(_)) { Owner::At(target_at) } else { txt_owner };
+            w.record_into(&mut scratch.glue, owner, rtype::TXT, records.ttl, rdata);
+            glue_count += 1;
         }
     }
     w.append_records(Section::Additional, &scratch.glue, glue_count);
     Reply { rcode: rcode::NOERROR, authoritative: true, truncated }
-}
-
-fn glue_owner(owner: &GlueOwner) -> Owner<'_> {
-    match owner {
-        GlueOwner::Target => Owner::At(0),
-        GlueOwner::Node(labels) => Owner::Relative(labels),
-    }
 }

@@ -151,24 +151,34 @@ impl<'o> Writer<'o> {
         buf.extend_from_slice(rdata);
     }
 
-    /// Appends an SRV record: `fixed` is priority/weight/port, then the target (relative labels
-    /// + the response domain spelled out, or an absolute name). Returns the target's offset.
+    /// Size of an SRV record owned by the question whose target is `parts` concatenated,
+    /// followed by the response domain if `relative`.
+    pub fn srv_len(&self, parts: &[&[u8]], relative: bool, question: &[u8]) -> usize {
+        let domain = if relative { self.domain_bytes(question).len() } else { 0 };
+        2 + RR_FIXED + 6 + parts.iter().map(|p| p.len()).sum::<usize>() + domain
+    }
+
+    /// Appends an SRV record: `fixed` is priority/weight/port, then the target (the `parts`
+    /// concatenated, then the response domain spelled out if `relative`: never compressed).
+    /// Returns the target's offset.
     pub fn srv(
         &mut self,
         owner: Owner<'_>,
         ttl: u32,
         fixed: &[u8; 6],
-        target: &[u8],
+        parts: &[&[u8]],
         relative: bool,
         question: &[u8],
     ) -> usize {
         let domain = if relative { self.domain_bytes(question) } else { &[][..] };
-        let rdlen = 6 + target.len() + domain.len();
+        let rdlen = 6 + parts.iter().map(|p| p.len()).sum::<usize>() + domain.len();
         self.owner(owner);
         self.fixed(rtype::SRV, ttl, rdlen);
         self.out.extend_from_slice(fixed);
         let at = self.out.len();
-        self.out.extend_from_slice(target);
+        for part in parts {
+            self.out.extend_from_slice(part);
+        }
         self.out.extend_from_slice(domain);
         self.counts[Section::Answer as usize] += 1;
         at
