@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod healthcheck;
+pub mod memory;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wire;

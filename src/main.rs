@@ -77,3 +77,6 @@ fn check_config(config: &config::Config) -> ExitCode {
         }
     }
 }
+
+#[global_allocator]
+static GLOBAL: consul_dns::memory::Allocator = consul_dns::memory::Allocator {};

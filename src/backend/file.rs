@@ -44,7 +44,10 @@ pub fn build(
         CatalogSource::Embedded => None,
     };
     let data = read(source, &options.datacenter)?;
-    Ok((Snapshot::build(&data, options), version))
+    let snapshot = Snapshot::build(&data, options);
+    drop(data);
+    crate::memory::release_freed();
+    Ok((snapshot, version))
 }
 
 /// What identifies one version of the file without reading it.
