@@ -8,6 +8,7 @@ pub mod answer;
 pub mod message;
 pub mod name;
 pub mod server;
+pub mod udp_batch;
 
 use name::DomainName;
 

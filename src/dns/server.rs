@@ -28,7 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::catalog::Catalog;
 use crate::dns::Settings;
 use crate::dns::answer::{Scratch, Transport, respond};
-use crate::wire::MAX_MESSAGE_LEN;
+use crate::dns::udp_batch::Batch;
 
 /// How long a UDP worker blocks before looking at the stop flag.
 const UDP_POLL: Duration = Duration::from_millis(200);
@@ -179,12 +179,13 @@ impl Running {
     }
 }
 
+/// One UDP worker: take a batch of queries, answer each from the current snapshot, send the
+/// replies in one go. Nothing is allocated per packet.
 fn udp_worker(socket: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
-    let mut packet = vec![0u8; MAX_MESSAGE_LEN];
-    let mut out = Vec::with_capacity(MAX_MESSAGE_LEN);
+    let mut batch = Batch::new();
     let mut scratch = Scratch::default();
     while !stop.load(Ordering::Relaxed) {
-        let (len, peer) = match socket.recv_from(&mut packet) {
+        let received = match batch.receive(&socket) {
             Ok(received) => received,
             Err(e)
                 if matches!(
@@ -201,22 +202,22 @@ fn udp_worker(socket: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
         };
         let snapshot = shared.catalog.load();
         let settings = shared.settings.load();
-        // A bug must cost one query, not a worker.
-        let answered = catch_unwind(AssertUnwindSafe(|| {
-            respond(&packet[..len], &snapshot, &settings, Transport::Udp, &mut scratch, &mut out)
-        }));
-        match answered {
-            Ok(Some(_)) => {
-                if let Err(e) = socket.send_to(&out, peer) {
-                    debug!(%peer, error = %e, "UDP send failed.");
+        for i in 0..received {
+            let (Some(packet), reply) = batch.slot(i) else { continue };
+            let len = packet.len();
+            // A bug must cost one query, not a worker.
+            let answered = catch_unwind(AssertUnwindSafe(|| {
+                respond(packet, &snapshot, &settings, Transport::Udp, &mut scratch, reply)
+            }));
+            match answered {
+                Ok(answer) => batch.set_ready(i, answer.is_some()),
+                Err(_) => {
+                    error!(len, "Answering a UDP query panicked; query dropped.");
+                    scratch = Scratch::default();
                 }
             }
-            Ok(None) => {}
-            Err(_) => {
-                error!(%peer, len, "Answering a UDP query panicked; query dropped.");
-                scratch = Scratch::default();
-            }
         }
+        batch.send(&socket, received);
     }
 }
 
