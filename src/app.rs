@@ -37,6 +37,9 @@ impl Reloader {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
+    // Before anything is announced: a SIGTERM sent right after "DNS listening." must find the
+    // handler, not the default action (which kills the process with no clean exit).
+    let mut signals = Signals::install()?;
     let options = Arc::new(config.build_options());
     let (snapshot, version) = file::build(&config.catalog, Arc::clone(&options)).context("static catalog")?;
     let counts = snapshot.counts();
@@ -53,7 +56,6 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let (source_tx, source_rx) = watch::channel(config.catalog.clone());
     let backend = tokio::spawn(watch_static(source_rx, version, Arc::clone(&catalog), options_rx, cancel.clone()));
 
-    let mut signals = Signals::install()?;
     let mut current = config;
     while signals.next().await == Event::Reload {
         match reloader.load() {
