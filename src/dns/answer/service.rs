@@ -9,6 +9,9 @@ use crate::catalog::snapshot::{NO_GROUP, ServiceRecords, family_index};
 use crate::dns::name::ServiceKind;
 use crate::wire::{rcode, rtype};
 
+/// Compression pointers have 14 bits of offset.
+const MAX_POINTER_OFFSET: usize = 0x4000;
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn answer(
     ctx: &Context<'_>,
@@ -144,19 +147,21 @@ fn srv(ctx: &Context<'_>, w: &mut Writer<'_>, scratch: &mut Scratch, records: &S
             Target::Absolute(name) => (&**name, false),
         };
         let srv_len = w.record_len(Owner::Question, 6 + target.len() + if relative { domain_len } else { 0 });
-        let glue_len: usize = srv.glue.iter().map(|g| w.record_len(glue_owner(&g.owner), g.rdata.len())).sum();
+        // Where the target will start: after the SRV's owner pointer, fixed fields and RDATA head.
+        let target_at = w.position() + w.record_len(Owner::Question, 6);
+        let target_owner = target_owner(target_at, target);
+        let glue_len: usize =
+            srv.glue.iter().map(|g| w.record_len(glue_owner(&g.owner, target_owner), g.rdata.len())).sum();
         let fits = srv_len + glue_len + scratch.glue.len() <= w.room();
         if !fits && i > 0 {
             truncated = true;
             break;
         }
-        let target_at = w.srv(Owner::Question, records.ttl, &srv.fixed, target, relative, question);
+        let written_at = w.srv(Owner::Question, records.ttl, &srv.fixed, target, relative, question);
+        debug_assert_eq!(written_at, target_at);
         if fits {
             for glue in srv.glue.iter() {
-                let owner = match &glue.owner {
-                    GlueOwner::Target => Owner::At(target_at),
-                    GlueOwner::Node(labels) => Owner::Relative(labels),
-                };
+                let owner = glue_owner(&glue.owner, target_owner);
                 w.record_into(&mut scratch.glue, owner, glue.rtype, records.ttl, &glue.rdata);
                 glue_count += 1;
             }
@@ -166,9 +171,16 @@ fn srv(ctx: &Context<'_>, w: &mut Writer<'_>, scratch: &mut Scratch, records: &S
     Reply { rcode: rcode::NOERROR, authoritative: true, truncated }
 }
 
-fn glue_owner(owner: &GlueOwner) -> Owner<'_> {
+/// The owner of glue records for a target written at `at`: a compression pointer, which can
+/// only reach the first 16 KiB of a message (RFC 1035 §4.1.4), else the target spelled out
+/// (large TCP answers). Only relative targets have glue owned by the target (records.rs).
+fn target_owner(at: usize, target: &[u8]) -> Owner<'_> {
+    if at < MAX_POINTER_OFFSET { Owner::At(at) } else { Owner::Relative(target) }
+}
+
+fn glue_owner<'a>(owner: &'a GlueOwner, target: Owner<'a>) -> Owner<'a> {
     match owner {
-        GlueOwner::Target => Owner::At(0),
+        GlueOwner::Target => target,
         GlueOwner::Node(labels) => Owner::Relative(labels),
     }
 }

@@ -559,3 +559,24 @@ fn never_panics_on_random_and_mutated_packets() {
         }
     }
 }
+
+#[test]
+fn s7_4_tcp_srv_glue_past_16_kib_spells_out_its_owner() {
+    let mut data = catalog();
+    for i in 0..1000 {
+        let name = format!("huge{i}");
+        data.nodes.push(node(&name, &format!("10.2.{}.{}", i / 250, i % 250 + 1), &[("rack", "r")]));
+        data.instances.push(instance("huge", &format!("huge-{i}"), &name, None, 9000, &[], Health::Passing));
+    }
+    let mut f = Fixture::with(data, options(), settings());
+    let r = f.packet(&query("huge.service.consul", rtype::SRV, None), Transport::Tcp);
+    assert!(r.bytes.len() > 0x4000, "the answer reaches past what a pointer can address");
+    let targets: std::collections::HashSet<String> =
+        r.answer.iter().map(|l| l.rsplit(' ').next().unwrap().to_owned()).collect();
+    let glue_a: Vec<&String> = r.additional.iter().filter(|l| l.contains(" IN A ")).collect();
+    assert_eq!(glue_a.len(), r.answer.len(), "every SRV in the reply has its address");
+    for line in glue_a {
+        let owner = line.split(' ').next().unwrap();
+        assert!(targets.contains(owner), "glue owner {owner} is one of the targets");
+    }
+}

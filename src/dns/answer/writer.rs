@@ -75,6 +75,11 @@ impl<'o> Writer<'o> {
         self.limit.saturating_sub(self.out.len() + self.reserved)
     }
 
+    /// Offset in the message of the next byte written.
+    pub fn position(&self) -> usize {
+        self.out.len()
+    }
+
     /// Number of records written to a section.
     pub fn count(&self, section: Section) -> u16 {
         self.counts[section as usize]
