@@ -1,0 +1,98 @@
+//! The hand-off from the UDP worker threads to tokio: a worker must never wait for an upstream
+//! (design.md, "hot path"), so it queues the packet with the peer and its socket and goes back
+//! to `recv_from`; a tokio task relays the question and sends the reply from that socket.
+//!
+//! The queue is bounded ([`QUEUE`]) and so is the number of questions being relayed at once
+//! ([`IN_FLIGHT`]): when upstreams are slow, the queue fills and [`UdpRelay::submit`] fails at
+//! once, and the worker sends the SERVFAIL that `respond` prepared. Nothing grows without
+//! bound and nothing blocks a worker.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::Forwarder;
+use crate::dns::Settings;
+use crate::dns::answer::Transport;
+
+/// Questions waiting for a relay task.
+pub const QUEUE: usize = 1024;
+/// Questions being relayed at once.
+pub const IN_FLIGHT: usize = 1024;
+
+#[derive(Debug)]
+struct Job {
+    packet: Box<[u8]>,
+    peer: SocketAddr,
+    socket: Arc<UdpSocket>,
+}
+
+/// The sending side, one clone per UDP worker.
+#[derive(Debug, Clone)]
+pub struct UdpRelay {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl UdpRelay {
+    /// Starts the task that takes jobs off the queue (inside a tokio runtime). It stops when
+    /// `cancel` fires or every [`UdpRelay`] is dropped; questions in flight then finish on their
+    /// own, bounded by the recursor timeouts.
+    pub fn start(
+        forwarder: Arc<Forwarder>,
+        settings: Arc<ArcSwap<Settings>>,
+        cancel: CancellationToken,
+    ) -> (UdpRelay, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (UdpRelay { jobs: tx }, tokio::spawn(dispatch(rx, forwarder, settings, cancel)))
+    }
+
+    /// Queues `packet` from `peer`; its reply will leave from `socket`. `false` when the queue
+    /// is full or stopped: the caller answers by itself. Never blocks; copies the packet.
+    pub fn submit(&self, packet: &[u8], peer: SocketAddr, socket: &Arc<UdpSocket>) -> bool {
+        self.jobs.try_send(Job { packet: packet.into(), peer, socket: Arc::clone(socket) }).is_ok()
+    }
+}
+
+async fn dispatch(
+    mut jobs: mpsc::Receiver<Job>,
+    forwarder: Arc<Forwarder>,
+    settings: Arc<ArcSwap<Settings>>,
+    cancel: CancellationToken,
+) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let job = tokio::select! {
+            _ = cancel.cancelled() => return,
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let (forwarder, settings) = (Arc::clone(&forwarder), settings.load_full());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut out = Vec::new();
+            forwarder.resolve(&job.packet, Transport::Udp, &settings, &mut out).await;
+            // A blocking std socket (shared with its worker thread), but a UDP send only waits
+            // when the kernel's send buffer is full, and then briefly.
+            if out.is_empty() {
+                return;
+            }
+            if let Err(e) = job.socket.send_to(&out, job.peer) {
+                debug!(peer = %job.peer, error = %e, "UDP send of a relayed answer failed.");
+            }
+        });
+    }
+}
