@@ -222,3 +222,41 @@ fn recursion_flags_none_and_bad_values() {
     let env = |k: &str| (k == "CONSUL_DNS_ALLOW_RECURSION").then(String::new);
     assert_eq!(load(None, Layer::default(), &env).unwrap().allow_recursion, Some(vec![]), "empty = nobody");
 }
+
+#[test]
+fn every_key_is_documented_in_the_shipped_config_and_the_readme() {
+    let shipped = std::fs::read_to_string("config/consul-dns.toml").unwrap();
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    for key in KEYS {
+        let flag = key.replace('_', "-");
+        let row = format!("| `--{flag}` / `{key}` |");
+        assert!(readme.contains(&row), "README configuration table has a row {row}");
+        let mentioned = shipped.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} =")));
+        assert!(mentioned, "config/consul-dns.toml shows {key} (set or commented)");
+    }
+}
+
+#[test]
+fn shipped_config_examples_parse_when_uncommented() {
+    let shipped = std::fs::read_to_string("config/consul-dns.toml").unwrap();
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if KEYS.iter().any(|k| rest.starts_with(&format!("{k} ="))) && !rest.starts_with("service_ttl") =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = write(&uncommented);
+    let config = load(Some(file.path()), Layer::default(), &no_env).unwrap();
+    assert_eq!(
+        config.recursors,
+        Recursors::Listed(vec!["10.0.0.2:53".parse().unwrap(), "10.0.0.3:5353".parse().unwrap()])
+    );
+    assert_eq!(config.allow_recursion.map(|l| l.len()), Some(3));
+    assert_eq!((config.udp_workers, config.recursor_strategy), (2, Strategy::Sequential));
+}

@@ -3,6 +3,7 @@
 
 mod cli;
 mod forward;
+mod kong;
 mod reload;
 mod robustness;
 mod spec;

@@ -75,16 +75,16 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The recursors taken from resolv.conf: port 53, minus anything that would be ourselves (a
-/// listen address, or any local address when we listen on the wildcard), which would loop.
+/// The recursors taken from resolv.conf: port 53, minus anything that would be ourselves, which
+/// would loop: a listen address, or, when we listen on the wildcard, an address of one of our
+/// interfaces. Other loopback addresses are kept: Docker's 127.0.0.11 is redirected to the
+/// engine's resolver before it could reach a wildcard socket.
 pub fn recursors_from(nameservers: &[IpAddr], listen: &[SocketAddr], own: &[IpAddr]) -> Vec<SocketAddr> {
     let is_self = |server: SocketAddr| {
         listen.iter().any(|l| {
             l.port() == server.port()
                 && (l.ip() == server.ip()
-                    || (l.ip().is_unspecified()
-                        && l.is_ipv4() == server.is_ipv4()
-                        && (server.ip().is_loopback() || own.contains(&server.ip()))))
+                    || (l.ip().is_unspecified() && l.is_ipv4() == server.is_ipv4() && own.contains(&server.ip())))
         })
     };
     nameservers
@@ -123,7 +123,7 @@ mod tests {
         let all = ["127.0.0.11:53", "127.0.0.1:53", "10.0.0.5:53", "192.0.2.53:53"];
         assert_eq!(on(&["127.0.0.1:8600"]), all, "another port is not us");
         assert_eq!(on(&["127.0.0.1:53"]), ["127.0.0.11:53", "10.0.0.5:53", "192.0.2.53:53"]);
-        assert_eq!(on(&["0.0.0.0:53"]), ["192.0.2.53:53"], "the wildcard is every local address");
+        assert_eq!(on(&["0.0.0.0:53"]), ["127.0.0.11:53", "192.0.2.53:53"], "the wildcard is every interface address");
         assert_eq!(on(&["[::]:53"]), all, "an IPv6 wildcard does not cover IPv4");
     }
 
