@@ -96,14 +96,14 @@ fn s9_4_silent_upstream_gives_servfail_within_the_configured_bound() {
         let reply = query_udp(d.addr, "kong-database", RecordType::A, edns);
         let took = started.elapsed();
         assert_eq!(reply.rcode(), 2, "SERVFAIL");
-        assert!(took >= Duration::from_millis(400) && took < Duration::from_millis(1400), "{took:?}");
+        assert!(took >= Duration::from_millis(400) && took < Duration::from_millis(1600), "{took:?}");
         assert!(reply.recursion_available());
         assert_eq!(reply.message.queries.len(), 1, "question echoed");
         assert_eq!(reply.message.edns.is_some(), edns.is_some(), "OPT only when the query had one");
     }
     let started = Instant::now();
     assert_eq!(query_tcp(d.addr, "kong-database", RecordType::A).rcode(), 2, "TCP too");
-    assert!(started.elapsed() < Duration::from_millis(1400));
+    assert!(started.elapsed() < Duration::from_millis(1600));
     assert!(up.udp_queries() >= 2 && up.tcp_queries() >= 1);
     up.set_mode(Mode::Answer);
     let recovered = query_udp(d.addr, "kong-database", RecordType::A, None);
@@ -119,7 +119,7 @@ fn s9_2_sequential_falls_back_from_failing_upstreams_to_a_working_one() {
     let started = Instant::now();
     let reply = query_udp(d.addr, "kong-database", RecordType::A, None);
     assert_eq!(reply.answers(), [format!("kong-database. {KONG_DATABASE_TTL} IN A {KONG_DATABASE_IP}")]);
-    assert!(started.elapsed() < Duration::from_millis(1300), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(1600), "{:?}", started.elapsed());
     assert_eq!([silent.queries(), failing.queries(), working.queries()], [1, 1, 1], "in list order");
 
     let nx_first = Upstream::start(Mode::Answer);

@@ -191,7 +191,8 @@ fn kong_11_1_every_query_gets_a_prompt_well_formed_reply() {
             }
             let started = Instant::now();
             let raw = query_udp_raw(d.addr, &bytes).unwrap_or_else(|| panic!("no reply to {name} {qtype}"));
-            assert!(started.elapsed() < Duration::from_secs(1), "{name} {qtype}: {:?}", started.elapsed());
+            // Kong's resolver gives up after 2 s and then aborts the whole lookup (§3.4).
+            assert!(started.elapsed() < Duration::from_secs(2), "{name} {qtype}: {:?}", started.elapsed());
             let reply = Message::from_vec(&raw).unwrap_or_else(|e| panic!("{name} {qtype}: undecodable: {e}"));
             assert_eq!(reply.metadata.id, msg.metadata.id, "{name} {qtype}: ID");
             assert_eq!(reply.metadata.message_type, hickory_proto::op::MessageType::Response);
@@ -288,7 +289,7 @@ fn kong_11_6_names_outside_consul_are_forwarded_or_refused_at_once() {
         let started = Instant::now();
         let reply = query_udp(d.addr, suffixed, RecordType::SRV, None);
         assert_eq!(reply.rcode(), 3, "{suffixed}: the upstream's NXDOMAIN, so Kong tries the next name");
-        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
     let off = Daemon::start(&catalog, &[]);
     let refused = query_udp(off.addr, "user.service.consul.default.svc.cluster.local", RecordType::SRV, None);

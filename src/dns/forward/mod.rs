@@ -5,7 +5,9 @@
 //! 1. The cache ([`cache`]) answers if it can.
 //! 2. The upstreams are tried in list order (`sequential`) or in a fresh random order per
 //!    question (`random`), each with `recursor_timeout`. The question goes out as received
-//!    (same ID, flags and OPT record) over the client's transport (S9.2).
+//!    (flags, OPT record) over the client's transport (S9.2), except for the ID: each attempt
+//!    uses a random one, restored in the reply, because relayed answers are cached and shared
+//!    and a client-chosen ID would leave only the source port against spoofed replies.
 //! 3. The first reply with NOERROR or NXDOMAIN wins (S9.3); SERVFAIL, REFUSED, other rcodes,
 //!    timeouts and network errors move on to the next upstream.
 //! 4. A truncated UDP reply is asked again over TCP from the same upstream, within the same
@@ -174,9 +176,23 @@ impl Forwarder {
 }
 
 /// Asks the upstreams in turn until one gives a usable reply (steps 2–4 of the module doc).
+/// The reply carries the client's ID again, whatever ID went upstream.
 async fn ask_upstreams(
     req: &Request<'_>,
     query: &[u8],
+    transport: Transport,
+    recursion: &Recursion,
+) -> Option<Relayed> {
+    let mut relayed = ask_each(req, query.to_vec(), transport, recursion).await;
+    if let Some(Relayed::Complete(reply) | Relayed::Truncated(reply)) = &mut relayed {
+        wire::write_u16(reply, 0, req.id);
+    }
+    relayed
+}
+
+async fn ask_each(
+    req: &Request<'_>,
+    mut query: Vec<u8>,
     transport: Transport,
     recursion: &Recursion,
 ) -> Option<Relayed> {
@@ -186,6 +202,10 @@ async fn ask_upstreams(
         if Instant::now() >= deadline {
             break;
         }
+        // A fresh random ID per attempt: answers are cached and shared, so a spoofer must
+        // guess the ID as well as the source port (the client's ID would be known to it).
+        wire::write_u16(&mut query, 0, fastrand::u16(..));
+        let query = &query[..];
         let attempt = match transport {
             Transport::Udp => exchange::udp(server, query, deadline).await,
             Transport::Tcp => exchange::tcp(server, query, deadline).await,

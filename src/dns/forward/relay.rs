@@ -47,8 +47,18 @@ impl UdpRelay {
         settings: Arc<ArcSwap<Settings>>,
         cancel: CancellationToken,
     ) -> (UdpRelay, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        (UdpRelay { jobs: tx }, tokio::spawn(dispatch(rx, forwarder, settings, cancel)))
+        UdpRelay::with_limits(forwarder, settings, cancel, QUEUE, IN_FLIGHT)
+    }
+
+    fn with_limits(
+        forwarder: Arc<Forwarder>,
+        settings: Arc<ArcSwap<Settings>>,
+        cancel: CancellationToken,
+        queue: usize,
+        in_flight: usize,
+    ) -> (UdpRelay, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (UdpRelay { jobs: tx }, tokio::spawn(dispatch(rx, forwarder, settings, cancel, in_flight)))
     }
 
     /// Queues `packet` from `peer`; its reply will leave from `socket`. `false` when the queue
@@ -63,8 +73,9 @@ async fn dispatch(
     forwarder: Arc<Forwarder>,
     settings: Arc<ArcSwap<Settings>>,
     cancel: CancellationToken,
+    in_flight: usize,
 ) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let in_flight = Arc::new(Semaphore::new(in_flight));
     loop {
         let job = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -94,5 +105,56 @@ async fn dispatch(
                 debug!(peer = %job.peer, error = %e, "UDP send of a relayed answer failed.");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dns::forward::Recursion;
+    use crate::dns::message::tests::query;
+    use crate::dns::name::DomainName;
+    use crate::wire::rtype;
+
+    fn silent_settings(silent: SocketAddr) -> Arc<ArcSwap<Settings>> {
+        let mut settings = Settings::new(DomainName::new("consul.").unwrap());
+        settings.recursion =
+            Recursion { upstreams: vec![silent], timeout: Duration::from_millis(300), ..Recursion::default() };
+        Arc::new(ArcSwap::from_pointee(settings))
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_at_once_and_relayed_answers_reach_the_client() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap(); // never read: an upstream that never answers
+        let settings = silent_settings(silent.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let (relay, task) = UdpRelay::with_limits(Arc::new(Forwarder::default()), settings, cancel.clone(), 1, 1);
+        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = client.local_addr().unwrap();
+        let packet = query("kong-database", rtype::A, None);
+        let mut accepted = 0;
+        for _ in 0..10 {
+            if relay.submit(&packet, peer, &server) {
+                accepted += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!((1..=3).contains(&accepted), "one in flight, one waiting for it, one queued: {accepted}");
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (reply, from) = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 512];
+            let (len, from) = client.recv_from(&mut buf).expect("the relayed question is answered");
+            buf.truncate(len);
+            (buf, from)
+        })
+        .await
+        .unwrap();
+        assert_eq!(from, server.local_addr().unwrap(), "from the socket the question came to");
+        assert_eq!((&reply[..2], reply[3] & 0x0F), (&packet[..2], 2), "same ID, SERVFAIL (the upstream is silent)");
+        cancel.cancel();
+        task.await.unwrap();
     }
 }

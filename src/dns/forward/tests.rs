@@ -18,23 +18,26 @@ use crate::wire::{self, rtype};
 struct Fake {
     addr: SocketAddr,
     queries: Arc<AtomicUsize>,
+    ids: Arc<std::sync::Mutex<Vec<u16>>>,
 }
 
 async fn fake(rcode: u16, pad: usize) -> Fake {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let queries = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&queries);
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counter, seen) = (Arc::clone(&queries), Arc::clone(&ids));
     tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
             let Ok((len, peer)) = socket.recv_from(&mut buf).await else { return };
             counter.fetch_add(1, Ordering::Relaxed);
+            seen.lock().unwrap().push(wire::read_u16(&buf, 0));
             let reply = reply_to(&buf[..len], rcode, pad.max(1), addr.port() as u8);
             let _ = socket.send_to(&reply, peer).await;
         }
     });
-    Fake { addr, queries }
+    Fake { addr, queries, ids }
 }
 
 /// A socket that never answers.
@@ -177,4 +180,20 @@ async fn answer_too_big_for_a_classic_udp_client_becomes_tc() {
     assert_ne!(reply[2] & 0x02, 0, "TC: ask again over TCP");
     assert_eq!(wire::read_u16(&reply, 6), 0);
     assert_eq!(reply[3] & 0x0F, 0, "rcode kept");
+}
+
+#[tokio::test]
+async fn upstream_sees_a_random_id_the_client_gets_its_own_back() {
+    let good = fake(0, 1).await;
+    let s = settings(&[good.addr], 500, Strategy::Sequential);
+    let f = Forwarder::default();
+    for i in 0..5 {
+        let reply = ask(&f, &s, &query(&format!("n{i}.example"), rtype::A, None)).await;
+        assert_eq!(wire::read_u16(&reply, 0), 0x1234, "the client's ID");
+        assert_eq!(reply[3] & 0x0F, 0);
+    }
+    let ids = good.ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 5);
+    assert!(ids.iter().any(|&id| id != 0x1234), "upstream IDs are our own: {ids:?}");
+    assert!(ids.windows(2).any(|w| w[0] != w[1]), "and change: {ids:?}");
 }
