@@ -193,6 +193,8 @@ macro_rules! deserialize_from_str {
 deserialize_from_str!(ListenAddr);
 deserialize_from_str!(Label);
 deserialize_from_str!(Recursor);
+deserialize_from_str!(crate::dns::acl::Cidr);
+deserialize_from_str!(crate::dns::forward::Strategy);
 
 /// A recursor (S9.1): `IP` (port 53), `IP:PORT`, `[IPv6]:PORT`, or `none`, which turns
 /// recursion off (no resolv.conf either). The wildcard addresses are rejected, as Consul does.

@@ -94,13 +94,6 @@ impl fmt::Display for Cidr {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// What one client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {

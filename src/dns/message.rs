@@ -223,6 +223,13 @@ fn parse_records(packet: &[u8], mut at: usize, skipped: u16, additional: u16) ->
     Some(edns)
 }
 
+/// The end of the question section of a message with one question (a query, or a reply to
+/// one).
+pub(crate) fn question_end(message: &[u8]) -> Option<usize> {
+    let end = skip_name(message, HEADER_LEN)? + 4;
+    (end <= message.len()).then_some(end)
+}
+
 /// Skips one resource record at `at`; returns (end, type, offset of its type field).
 pub(crate) fn skip_record(packet: &[u8], at: usize) -> Option<(usize, u16, usize)> {
     let fixed = skip_name(packet, at)?;

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::dns::message::{Request, skip_record};
+use crate::dns::message::{Request, question_end, skip_record};
 use crate::wire::{self, HEADER_LEN, flag, rcode, rtype};
 
 /// Longest a positive answer is kept, whatever its TTL: a changed upstream address (a
@@ -114,8 +114,8 @@ impl Cache {
         out[HEADER_LEN..HEADER_LEN + req.question.len()].copy_from_slice(req.question);
         for &at in entry.ttl_offsets.iter() {
             let at = at as usize;
-            let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
-            out[at..at + 4].copy_from_slice(&ttl.saturating_sub(elapsed).to_be_bytes());
+            let ttl = wire::read_u32(out, at).saturating_sub(elapsed);
+            out[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
         }
         true
     }
@@ -198,12 +198,12 @@ fn scan(reply: &[u8]) -> Option<Scan> {
             if rtype == rtype::OPT {
                 continue;
             }
-            let ttl = read_u32(reply, fixed + 4);
+            let ttl = wire::read_u32(reply, fixed + 4);
             ttl_offsets.push(u16::try_from(fixed + 4).ok()?);
             match section {
                 0 => answer_ttl = Some(answer_ttl.map_or(ttl, |t| t.min(ttl))),
                 1 if rtype == rtype::SOA && end >= fixed + 10 + 20 => {
-                    let minimum = read_u32(reply, end - 4);
+                    let minimum = wire::read_u32(reply, end - 4);
                     negative_ttl = Some(ttl.min(minimum));
                 }
                 _ => {}
@@ -218,25 +218,6 @@ fn scan(reply: &[u8]) -> Option<Scan> {
         _ => None,
     };
     Some(Scan { ttl_offsets, lifetime })
-}
-
-/// The end of the (single) question section.
-fn question_end(reply: &[u8]) -> Option<usize> {
-    let mut at = HEADER_LEN;
-    loop {
-        let len = *reply.get(at)? as usize;
-        match len {
-            0 => break,
-            1..=63 => at += 1 + len,
-            _ => return None, // a question name is never compressed
-        }
-    }
-    let end = at + 1 + 4;
-    (end <= reply.len()).then_some(end)
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 #[cfg(test)]

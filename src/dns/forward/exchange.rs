@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
+use crate::dns::message::question_end;
 use crate::wire::{self, HEADER_LEN, MAX_MESSAGE_LEN, flag};
 
 /// Why an upstream gave no usable reply.
@@ -70,28 +71,12 @@ pub async fn tcp(server: SocketAddr, query: &[u8], deadline: Instant) -> Result<
 /// Whether `reply` is a response to `query`: same ID, QR set, and the same single question
 /// (letter case aside: some servers normalise it).
 pub fn answers(query: &[u8], reply: &[u8]) -> bool {
-    if reply.len() < HEADER_LEN || query.len() < HEADER_LEN {
-        return false;
-    }
-    let question_len = question_len(query);
-    reply[..2] == query[..2]
+    let Some(end) = question_end(query) else { return false };
+    reply.len() >= end
+        && reply[..2] == query[..2]
         && wire::read_u16(reply, 2) & flag::QR != 0
         && wire::read_u16(reply, 4) == 1
-        && question_len.is_some_and(|len| {
-            reply
-                .get(HEADER_LEN..HEADER_LEN + len)
-                .is_some_and(|q| q.eq_ignore_ascii_case(&query[HEADER_LEN..HEADER_LEN + len]))
-        })
-}
-
-/// Length of the question section of a (screened) query.
-fn question_len(query: &[u8]) -> Option<usize> {
-    let mut at = HEADER_LEN;
-    while *query.get(at)? != 0 {
-        at += 1 + query[at] as usize;
-    }
-    let end = at + 1 + 4;
-    (end <= query.len()).then_some(end - HEADER_LEN)
+        && reply[HEADER_LEN..end].eq_ignore_ascii_case(&query[HEADER_LEN..end])
 }
 
 #[cfg(test)]

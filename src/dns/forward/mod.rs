@@ -69,13 +69,6 @@ impl FromStr for Strategy {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Strategy {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// Where and how questions are relayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recursion {
