@@ -290,7 +290,15 @@ impl Config {
         settings.recursion = Recursion { upstreams, timeout: self.recursor_timeout, strategy: self.recursor_strategy };
         let allow_recursion = match &self.allow_recursion {
             Some(list) => list.clone(),
-            None => Cidr::loopback().into_iter().chain(host.networks.iter().copied()).collect(),
+            None => {
+                let mut localnets = Cidr::loopback().to_vec();
+                for net in &host.networks {
+                    if !localnets.contains(net) {
+                        localnets.push(*net); // lo's own 127.0.0.0/8 and ::1 are there already
+                    }
+                }
+                localnets
+            }
         };
         settings.acl = Acl { allow_query: self.allow_query.clone(), allow_recursion };
         settings

@@ -152,7 +152,7 @@ fn recursion_defaults_read_resolv_conf_and_allow_local_networks() {
     let host = Host {
         nameservers: vec!["127.0.0.11".parse().unwrap(), "127.0.0.1".parse().unwrap()],
         addresses: vec!["172.18.0.5".parse().unwrap()],
-        networks: vec!["172.18.0.0/16".parse().unwrap()],
+        networks: vec!["127.0.0.0/8".parse().unwrap(), "172.18.0.0/16".parse().unwrap()],
     };
     let settings = config.dns_settings(&host);
     let upstreams: Vec<String> = settings.recursion.upstreams.iter().map(|a| a.to_string()).collect();
@@ -162,6 +162,7 @@ fn recursion_defaults_read_resolv_conf_and_allow_local_networks() {
     assert_eq!(access("127.0.0.1"), Access::Recurse, "localhost");
     assert_eq!(access("172.18.0.3"), Access::Recurse, "localnets: a Kong container beside us");
     assert_eq!(access("203.0.113.7"), Access::Query, "strangers are answered, never recursed for");
+    assert_eq!(settings.acl.allow_recursion.len(), 3, "loopback once: {:?}", settings.acl.allow_recursion);
 }
 
 #[test]
