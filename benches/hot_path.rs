@@ -11,7 +11,9 @@ use consul_dns::catalog::model::{Address, CatalogData, Health, Instance, Node, T
 use consul_dns::catalog::ttl::TtlTable;
 use consul_dns::catalog::{BuildOptions, Catalog, Snapshot};
 use consul_dns::dns::Settings;
-use consul_dns::dns::answer::{Scratch, Transport, respond};
+use consul_dns::dns::acl::Access;
+use consul_dns::dns::answer::{Action, Scratch, Transport, respond};
+use consul_dns::dns::forward::Forwarder;
 use consul_dns::dns::message::Request;
 use consul_dns::dns::name::{DomainName, classify};
 use consul_dns::dns::server::{self, Shared};
@@ -109,7 +111,11 @@ fn bench_answer(c: &mut Criterion) {
     ];
     for (label, snap, packet, transport) in cases {
         group.bench_function(label, |b| {
-            b.iter(|| respond(black_box(&packet), snap, &settings, transport, &mut scratch, &mut out).unwrap())
+            b.iter(|| {
+                let action =
+                    respond(black_box(&packet), snap, &settings, transport, Access::Recurse, &mut scratch, &mut out);
+                assert!(matches!(action, Action::Reply(_)));
+            })
         });
     }
     group.finish();
@@ -120,6 +126,7 @@ fn bench_round_trip(c: &mut Criterion) {
     let shared = Shared {
         catalog: Arc::new(Catalog::new(snapshot(&catalog(1000, 3)))),
         settings: Arc::new(ArcSwap::from_pointee(settings())),
+        forwarder: Arc::new(Forwarder::default()),
     };
     let bound = server::bind(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
     let addr = bound[0].addr;

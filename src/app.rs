@@ -13,6 +13,9 @@ use tracing::{error, info, warn};
 use crate::backend::file;
 use crate::catalog::Catalog;
 use crate::config::{self, Config, Layer};
+use crate::dns::Settings;
+use crate::dns::forward::Forwarder;
+use crate::dns::forward::host::Host;
 use crate::dns::server::{self, Shared};
 use crate::shutdown::{Event, Signals};
 
@@ -46,8 +49,12 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let catalog = Arc::new(Catalog::new(snapshot));
     info!(source = ?config.catalog, services = counts.services, instances = counts.instances, nodes = counts.nodes, "Static catalog loaded.");
 
-    let shared =
-        Shared { catalog: Arc::clone(&catalog), settings: Arc::new(ArcSwap::from_pointee(config.dns_settings())) };
+    let settings = dns_settings(&config, None);
+    let shared = Shared {
+        catalog: Arc::clone(&catalog),
+        settings: Arc::new(ArcSwap::from_pointee(settings)),
+        forwarder: Arc::new(Forwarder::default()),
+    };
     let bound = server::bind(&config.listen, config.udp_workers)?;
     let dns = server::start(bound, &shared)?;
 
@@ -63,7 +70,8 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
                 if next.listen != current.listen || next.udp_workers != current.udp_workers {
                     warn!(?next.listen, "Listen addresses and workers change only on restart.");
                 }
-                shared.settings.store(Arc::new(next.dns_settings()));
+                let previous = shared.settings.load_full();
+                shared.settings.store(Arc::new(dns_settings(&next, Some(&previous))));
                 if next.catalog != current.catalog {
                     let _ = source_tx.send(next.catalog.clone());
                 }
@@ -80,6 +88,32 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let _ = backend.await;
     info!("Stopped.");
     Ok(())
+}
+
+/// DNS settings for `config`, completed with what the machine says (resolv.conf, interfaces).
+/// Logs problems reading those, and the recursion set-up when it is new or changed.
+fn dns_settings(config: &Config, previous: Option<&Settings>) -> Settings {
+    let (host, problems) = Host::probe(config.resolv_conf());
+    for problem in problems {
+        warn!(%problem, "Host information incomplete.");
+    }
+    let settings = config.dns_settings(&host);
+    let recursion = &settings.recursion;
+    let changed = previous.is_none_or(|p| p.recursion != *recursion || p.acl != settings.acl);
+    if changed && recursion.is_enabled() {
+        let allow_recursion: Vec<String> = settings.acl.allow_recursion.iter().map(|c| c.to_string()).collect();
+        info!(
+            recursors = ?recursion.upstreams,
+            from = ?config.resolv_conf().map_or_else(|| "configuration".into(), |p| p.display().to_string()),
+            strategy = ?recursion.strategy,
+            timeout_ms = recursion.timeout.as_millis() as u64,
+            ?allow_recursion,
+            "Recursion on for names outside the domain."
+        );
+    } else if changed {
+        info!("Recursion off: names outside the domain are REFUSED.");
+    }
+    settings
 }
 
 /// Runs the static backend, restarting it on the new source when the config names another file.

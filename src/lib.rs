@@ -9,7 +9,8 @@
 //!   prepares every record once (addresses per query type, SRV targets, glue, TXT).
 //! - [`dns`] parses a query without allocating, classifies its name ([`dns::name`]), builds the
 //!   response from the snapshot ([`dns::answer`], pure), and sends it ([`dns::server`]: one UDP
-//!   loop per worker thread, TCP on tokio).
+//!   loop per worker thread, TCP on tokio). Names outside the domain go to upstream resolvers
+//!   ([`dns::forward`], on tokio, never on a UDP worker) for clients [`dns::acl`] allows.
 //! - [`config`] merges file < environment < flags and rejects unknown keys with file and line;
 //!   [`app`] wires the pieces; [`telemetry`] sets up logs.
 //!

@@ -8,6 +8,7 @@ use clap::Parser;
 use consul_dns::app::{self, Reloader};
 use consul_dns::backend::file;
 use consul_dns::cli::{Cli, Command};
+use consul_dns::dns::forward::host::Host;
 use consul_dns::{config, healthcheck, telemetry};
 
 fn env(key: &str) -> Option<String> {
@@ -69,6 +70,7 @@ fn check_config(config: &config::Config) -> ExitCode {
                 "configuration OK; catalog {:?}: {} services, {} instances, {} nodes",
                 config.catalog, counts.services, counts.instances, counts.nodes
             );
+            println!("{}", recursion_summary(config));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -80,3 +82,20 @@ fn check_config(config: &config::Config) -> ExitCode {
 
 #[global_allocator]
 static GLOBAL: consul_dns::memory::Allocator = consul_dns::memory::Allocator {};
+/// One line on where names outside the domain go, as the daemon would set it up here.
+fn recursion_summary(config: &config::Config) -> String {
+    let (host, problems) = Host::probe(config.resolv_conf());
+    let settings = config.dns_settings(&host);
+    let mut line = match (&settings.recursion.upstreams[..], config.resolv_conf()) {
+        ([], _) => "recursion: off (names outside the domain are REFUSED)".to_owned(),
+        (upstreams, from) => format!(
+            "recursion: {upstreams:?} (from {}) for clients in {}",
+            from.map_or_else(|| "configuration".into(), |p| p.display().to_string()),
+            settings.acl.allow_recursion.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    for problem in problems {
+        line.push_str(&format!("; {problem}"));
+    }
+    line
+}

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use super::value::{Bounded, Label, ListenAddr, Secs, ServiceTtl};
+use super::value::{Bounded, Label, ListenAddr, Millis, Recursor, Secs, ServiceTtl};
+use crate::dns::acl::Cidr;
+use crate::dns::forward::Strategy;
 use crate::dns::name::DomainName;
 
 /// Prefix of every environment variable we read (besides Consul's own `CONSUL_HTTP_*`).
@@ -78,6 +80,36 @@ pub struct Layer {
     /// Log filter: error, warn, info, debug, trace, or tracing directives [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+
+    /// Upstream resolver for names outside the domain, IP[:PORT] (port 53), repeatable; `none`
+    /// turns recursion off (REFUSED outside the domain) [default: the nameservers of
+    /// resolv_conf]
+    #[arg(long, value_name = "ADDR")]
+    pub recursor: Option<Vec<Recursor>>,
+
+    /// Time one recursor has to answer, e.g. 2s or 500ms [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    pub recursor_timeout: Option<Millis>,
+
+    /// Order recursors are asked in: sequential (first that works) or random [default:
+    /// sequential]
+    #[arg(long, value_name = "STRATEGY")]
+    pub recursor_strategy: Option<Strategy>,
+
+    /// The file whose nameservers are the recursors when no recursor is given; read at start
+    /// and on SIGHUP [default: /etc/resolv.conf]
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
+
+    /// Network (CIDR or address) whose clients may recurse, repeatable; others get REFUSED
+    /// outside the domain [default: loopback and the networks of this host's interfaces]
+    #[arg(long, value_name = "CIDR")]
+    pub allow_recursion: Option<Vec<Cidr>>,
+
+    /// Network (CIDR or address) whose clients are answered at all, repeatable; others get
+    /// REFUSED for every question [default: any]
+    #[arg(long, value_name = "CIDR")]
+    pub allow_query: Option<Vec<Cidr>>,
 }
 
 /// Every key, as written in TOML; the environment variable is `CONSUL_DNS_` + upper case.
@@ -96,6 +128,12 @@ pub const KEYS: &[&str] = &[
     "max_udp_size",
     "udp_workers",
     "log_level",
+    "recursor",
+    "recursor_timeout",
+    "recursor_strategy",
+    "resolv_conf",
+    "allow_recursion",
+    "allow_query",
 ];
 
 fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
@@ -103,6 +141,15 @@ where
     T::Err: std::fmt::Display,
 {
     value.trim().parse().map_err(|e: T::Err| e.to_string())
+}
+
+/// A comma-separated list (environment variables); empty items are skipped, so an empty
+/// value is an empty list.
+fn parse_list<T: std::str::FromStr>(value: &str) -> Result<Vec<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value.split(',').filter(|item| !item.trim().is_empty()).map(parse).collect()
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -130,7 +177,7 @@ impl Layer {
     /// Sets one key from its text form.
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
-            "listen" => self.listen = Some(value.split(',').map(parse).collect::<Result<_, _>>()?),
+            "listen" => self.listen = Some(parse_list(value)?),
             "static" => self.static_catalog = Some(PathBuf::from(value)),
             "domain" => self.domain = Some(parse(value)?),
             "alt_domain" => self.alt_domain = Some(parse(value)?),
@@ -144,6 +191,12 @@ impl Layer {
             "max_udp_size" => self.max_udp_size = Some(parse(value)?),
             "udp_workers" => self.udp_workers = Some(parse(value)?),
             "log_level" => self.log_level = Some(value.to_owned()),
+            "recursor" => self.recursor = Some(parse_list(value)?),
+            "recursor_timeout" => self.recursor_timeout = Some(parse(value)?),
+            "recursor_strategy" => self.recursor_strategy = Some(parse(value)?),
+            "resolv_conf" => self.resolv_conf = Some(PathBuf::from(value)),
+            "allow_recursion" => self.allow_recursion = Some(parse_list(value)?),
+            "allow_query" => self.allow_query = Some(parse_list(value)?),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -174,6 +227,12 @@ impl Layer {
             max_udp_size: top.max_udp_size.or(self.max_udp_size),
             udp_workers: top.udp_workers.or(self.udp_workers),
             log_level: top.log_level.or(self.log_level),
+            recursor: top.recursor.or(self.recursor),
+            recursor_timeout: top.recursor_timeout.or(self.recursor_timeout),
+            recursor_strategy: top.recursor_strategy.or(self.recursor_strategy),
+            resolv_conf: top.resolv_conf.or(self.resolv_conf),
+            allow_recursion: top.allow_recursion.or(self.allow_recursion),
+            allow_query: top.allow_query.or(self.allow_query),
         }
     }
 }

@@ -8,12 +8,16 @@ pub mod value;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 
 use crate::catalog::BuildOptions;
 use crate::catalog::ttl::TtlTable;
 use crate::dns::Settings;
+use crate::dns::acl::{Acl, Cidr};
+use crate::dns::forward::host::{self, Host};
+use crate::dns::forward::{self, Recursion, Strategy};
 use crate::dns::name::DomainName;
 pub use layer::{ENV_CONFIG, ENV_PREFIX, KEYS, Layer};
 use value::{DEFAULT_DNS_PORT, ServiceTtl};
@@ -23,6 +27,8 @@ use value::{DEFAULT_DNS_PORT, ServiceTtl};
 pub const EMBEDDED_CATALOG: &str = include_str!("../../config/services.toml");
 /// Where the static catalog is looked for by default.
 pub const DEFAULT_CATALOG_PATH: &str = "config/services.toml";
+/// Where the recursors come from when none is configured.
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// Default TTLs (see README "TTLs"): Consul's 0 makes Kong's old client query on every request
 /// and its new client cache forever; 5 s keeps both fresh and cheap.
 pub const DEFAULT_TTL_SECS: u32 = 5;
@@ -103,6 +109,17 @@ pub enum CatalogSource {
     Embedded,
 }
 
+/// Where the recursors come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recursors {
+    /// Given by `recursor`.
+    Listed(Vec<SocketAddr>),
+    /// The nameservers of this resolv.conf (read at start and on SIGHUP).
+    ResolvConf(PathBuf),
+    /// `recursor = none` (or an empty list): REFUSED outside the domain, as Consul by default.
+    Off,
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -134,6 +151,16 @@ pub struct Config {
     pub udp_workers: usize,
     /// Log filter.
     pub log_level: String,
+    /// Where the recursors come from.
+    pub recursors: Recursors,
+    /// Time one recursor has to answer.
+    pub recursor_timeout: Duration,
+    /// Order of the recursors.
+    pub recursor_strategy: Strategy,
+    /// Clients that may recurse; `None` = loopback and the host's networks.
+    pub allow_recursion: Option<Vec<Cidr>>,
+    /// Clients answered at all.
+    pub allow_query: Vec<Cidr>,
 }
 
 /// Loads the configuration. `config_file` is `--config`; `env` looks up environment
@@ -183,6 +210,21 @@ pub fn resolve(layer: Layer, exists: &dyn Fn(&Path) -> bool) -> Result<Config, C
         Some(list) => list.into_iter().map(|a| a.0).collect(),
         None => vec![default_listen],
     };
+    let recursors = match layer.recursor {
+        Some(list) if list.len() > 1 && list.iter().any(|r| r.0.is_none()) => {
+            return Err(ConfigError::Invalid {
+                key: "recursor",
+                message: "none cannot be combined with addresses".into(),
+            });
+        }
+        Some(list) if list.first().is_none_or(|r| r.0.is_none()) => Recursors::Off,
+        Some(list) => Recursors::Listed(list.into_iter().filter_map(|r| r.0).collect()),
+        None => Recursors::ResolvConf(layer.resolv_conf.unwrap_or_else(|| DEFAULT_RESOLV_CONF.into())),
+    };
+    let recursor_timeout = layer.recursor_timeout.map_or(forward::DEFAULT_TIMEOUT, |t| t.0);
+    if recursor_timeout.is_zero() {
+        return Err(ConfigError::Invalid { key: "recursor_timeout", message: "must be above 0".into() });
+    }
     Ok(Config {
         listen,
         catalog,
@@ -198,6 +240,11 @@ pub fn resolve(layer: Layer, exists: &dyn Fn(&Path) -> bool) -> Result<Config, C
         max_udp_size: layer.max_udp_size.map_or(1232, |n| n.0 as u16),
         udp_workers: layer.udp_workers.map_or_else(default_workers, |n| n.0 as usize),
         log_level: layer.log_level.unwrap_or_else(|| "info".into()),
+        recursors,
+        recursor_timeout,
+        recursor_strategy: layer.recursor_strategy.unwrap_or_default(),
+        allow_recursion: layer.allow_recursion,
+        allow_query: layer.allow_query.unwrap_or_else(|| Cidr::any().to_vec()),
     })
 }
 
@@ -217,14 +264,43 @@ impl Config {
         }
     }
 
-    /// What the DNS layer reads per query.
-    pub fn dns_settings(&self) -> Settings {
+    /// The resolv.conf to read, when the recursors come from one.
+    pub fn resolv_conf(&self) -> Option<&Path> {
+        match &self.recursors {
+            Recursors::ResolvConf(path) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// What the DNS layer reads per query. `host` supplies the defaults that depend on the
+    /// machine: resolv.conf's nameservers (minus our own listen addresses, which would loop)
+    /// and the networks allowed to recurse.
+    pub fn dns_settings(&self, host: &Host) -> Settings {
         let mut settings = Settings::new(self.domain.clone());
         settings.alt_domain = self.alt_domain.clone();
         settings.negative_ttl = self.negative_ttl;
         settings.udp_answer_limit = self.udp_answer_limit as usize;
         settings.a_record_limit = self.a_record_limit as usize;
         settings.max_udp_size = self.max_udp_size;
+        let upstreams = match &self.recursors {
+            Recursors::Listed(list) => list.clone(),
+            Recursors::ResolvConf(_) => host::recursors_from(&host.nameservers, &self.listen, &host.addresses),
+            Recursors::Off => Vec::new(),
+        };
+        settings.recursion = Recursion { upstreams, timeout: self.recursor_timeout, strategy: self.recursor_strategy };
+        let allow_recursion = match &self.allow_recursion {
+            Some(list) => list.clone(),
+            None => {
+                let mut localnets = Cidr::loopback().to_vec();
+                for net in &host.networks {
+                    if !localnets.contains(net) {
+                        localnets.push(*net); // lo's own 127.0.0.0/8 and ::1 are there already
+                    }
+                }
+                localnets
+            }
+        };
+        settings.acl = Acl { allow_query: self.allow_query.clone(), allow_recursion };
         settings
     }
 }

@@ -115,6 +115,12 @@ fn every_key_is_settable_from_env_and_file() {
         ("max_udp_size", ("4096", "4096")),
         ("udp_workers", ("2", "2")),
         ("log_level", ("debug", "\"debug\"")),
+        ("recursor", ("127.0.0.11,10.0.0.2:5353", "[\"127.0.0.11\", \"10.0.0.2:5353\"]")),
+        ("recursor_timeout", ("500ms", "\"500ms\"")),
+        ("recursor_strategy", ("random", "\"random\"")),
+        ("resolv_conf", ("/tmp/resolv.conf", "\"/tmp/resolv.conf\"")),
+        ("allow_recursion", ("10.0.0.0/8,::1", "[\"10.0.0.0/8\", \"::1\"]")),
+        ("allow_query", ("0.0.0.0/0", "[\"0.0.0.0/0\"]")),
     ]
     .into();
     assert_eq!(samples.len(), KEYS.len());
@@ -134,4 +140,124 @@ fn service_ttl_flag_becomes_the_star_entry_of_a_file_table() {
     let flags = Layer { service_ttl: Some(value::ServiceTtl::All(value::Secs(9))), ..Layer::default() };
     let config = load(Some(file.path()), flags, &no_env).unwrap();
     assert_eq!((config.service_ttl.lookup("db"), config.service_ttl.lookup("web")), (60, 9));
+}
+
+#[test]
+fn recursion_defaults_read_resolv_conf_and_allow_local_networks() {
+    let config = resolve(Layer::default(), &|_| false).unwrap();
+    assert_eq!(config.recursors, Recursors::ResolvConf(DEFAULT_RESOLV_CONF.into()));
+    assert_eq!(config.resolv_conf(), Some(Path::new("/etc/resolv.conf")));
+    assert_eq!((config.recursor_timeout, config.recursor_strategy), (forward::DEFAULT_TIMEOUT, Strategy::Sequential));
+    assert_eq!(config.allow_recursion, None);
+    let host = Host {
+        nameservers: vec!["127.0.0.11".parse().unwrap(), "127.0.0.1".parse().unwrap()],
+        addresses: vec!["172.18.0.5".parse().unwrap()],
+        networks: vec!["127.0.0.0/8".parse().unwrap(), "172.18.0.0/16".parse().unwrap()],
+    };
+    let settings = config.dns_settings(&host);
+    let upstreams: Vec<String> = settings.recursion.upstreams.iter().map(|a| a.to_string()).collect();
+    assert_eq!(upstreams, ["127.0.0.11:53", "127.0.0.1:53"], "port 53; we listen on 8600, so no loop");
+    use crate::dns::acl::Access;
+    let access = |ip: &str| settings.acl.access(ip.parse().unwrap());
+    assert_eq!(access("127.0.0.1"), Access::Recurse, "localhost");
+    assert_eq!(access("172.18.0.3"), Access::Recurse, "localnets: a Kong container beside us");
+    assert_eq!(access("203.0.113.7"), Access::Query, "strangers are answered, never recursed for");
+    assert_eq!(settings.acl.allow_recursion.len(), 3, "loopback once: {:?}", settings.acl.allow_recursion);
+}
+
+#[test]
+fn resolv_conf_nameserver_that_is_us_is_skipped() {
+    let flags = Layer { listen: Some(vec!["127.0.0.1:53".parse().unwrap()]), ..Layer::default() };
+    let config = resolve(flags, &|_| false).unwrap();
+    let host = Host { nameservers: vec!["127.0.0.1".parse().unwrap()], ..Host::default() };
+    assert!(!config.dns_settings(&host).recursion.is_enabled(), "would ask ourselves");
+}
+
+#[test]
+fn recursion_flags_none_and_bad_values() {
+    use crate::cli::Cli;
+    use clap::Parser;
+    let cli = Cli::try_parse_from([
+        "consul-dns",
+        "--recursor",
+        "127.0.0.1:5353",
+        "--recursor",
+        "192.0.2.1",
+        "--recursor-timeout",
+        "250ms",
+        "--recursor-strategy",
+        "random",
+        "--allow-recursion",
+        "10.0.0.0/8",
+        "--allow-query",
+        "10.0.0.0/8",
+        "--allow-query",
+        "127.0.0.1",
+    ])
+    .unwrap();
+    let config = resolve(cli.settings, &|_| false).unwrap();
+    let listed = vec!["127.0.0.1:5353".parse().unwrap(), "192.0.2.1:53".parse().unwrap()];
+    assert_eq!(config.recursors, Recursors::Listed(listed.clone()));
+    assert_eq!(config.resolv_conf(), None);
+    let settings = config.dns_settings(&Host::default());
+    assert_eq!(settings.recursion.upstreams, listed);
+    assert_eq!(settings.recursion.timeout, Duration::from_millis(250));
+    assert_eq!(settings.recursion.strategy, Strategy::Random);
+    assert_eq!(settings.acl.allow_recursion, ["10.0.0.0/8".parse().unwrap()]);
+    assert_eq!(settings.acl.allow_query.len(), 2);
+
+    let off = Cli::try_parse_from(["consul-dns", "--recursor", "none"]).unwrap();
+    assert_eq!(resolve(off.settings, &|_| false).unwrap().recursors, Recursors::Off);
+    let file = write("recursor = []\n");
+    assert_eq!(load(Some(file.path()), Layer::default(), &no_env).unwrap().recursors, Recursors::Off);
+    let mixed = Cli::try_parse_from(["consul-dns", "--recursor", "none", "--recursor", "192.0.2.1"]).unwrap();
+    let err = resolve(mixed.settings, &|_| false).unwrap_err();
+    assert!(err.to_string().contains("recursor"), "{err}");
+    let zero = Layer { recursor_timeout: Some(value::Millis(Duration::ZERO)), ..Layer::default() };
+    assert!(resolve(zero, &|_| false).unwrap_err().to_string().contains("recursor_timeout"));
+    for (text, line) in [("recursor = [\"0.0.0.0\"]\n", 1), ("\nallow_query = [\"10.0.0.0/33\"]\n", 2)] {
+        let file = write(text);
+        let err = load(Some(file.path()), Layer::default(), &no_env).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: l, .. } if l == line), "{text}: {err}");
+    }
+    let env = |k: &str| (k == "CONSUL_DNS_ALLOW_RECURSION").then(String::new);
+    assert_eq!(load(None, Layer::default(), &env).unwrap().allow_recursion, Some(vec![]), "empty = nobody");
+}
+
+#[test]
+fn every_key_is_documented_in_the_shipped_config_and_the_readme() {
+    let shipped = std::fs::read_to_string("config/consul-dns.toml").unwrap();
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    for key in KEYS {
+        let flag = key.replace('_', "-");
+        let row = format!("| `--{flag}` / `{key}` |");
+        assert!(readme.contains(&row), "README configuration table has a row {row}");
+        let mentioned = shipped.lines().any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} =")));
+        assert!(mentioned, "config/consul-dns.toml shows {key} (set or commented)");
+    }
+}
+
+#[test]
+fn shipped_config_examples_parse_when_uncommented() {
+    let shipped = std::fs::read_to_string("config/consul-dns.toml").unwrap();
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if KEYS.iter().any(|k| rest.starts_with(&format!("{k} ="))) && !rest.starts_with("service_ttl") =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = write(&uncommented);
+    let config = load(Some(file.path()), Layer::default(), &no_env).unwrap();
+    assert_eq!(
+        config.recursors,
+        Recursors::Listed(vec!["10.0.0.2:53".parse().unwrap(), "10.0.0.3:5353".parse().unwrap()])
+    );
+    assert_eq!(config.allow_recursion.map(|l| l.len()), Some(3));
+    assert_eq!((config.udp_workers, config.recursor_strategy), (2, Strategy::Sequential));
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -148,6 +149,27 @@ mod tests {
     }
 
     #[test]
+    fn recursors() {
+        let parse = |text: &str| text.parse::<Recursor>().map(|r| r.0.map(|a| a.to_string()));
+        assert_eq!(parse("10.0.0.2"), Ok(Some("10.0.0.2:53".into())));
+        assert_eq!(parse("10.0.0.2:5353"), Ok(Some("10.0.0.2:5353".into())));
+        assert_eq!(parse("::1"), Ok(Some("[::1]:53".into())));
+        assert_eq!(parse("[::1]:5353"), Ok(Some("[::1]:5353".into())));
+        assert_eq!(parse("None"), Ok(None));
+        for bad in ["0.0.0.0", "[::]:53", "10.0.0.2:0", "dns.example", ""] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn millis() {
+        for (text, ms) in [("2", 2000), ("2s", 2000), ("500ms", 500), ("1m", 60_000)] {
+            assert_eq!(text.parse::<Millis>(), Ok(Millis(Duration::from_millis(ms))), "{text}");
+        }
+        assert!("soon".parse::<Millis>().is_err());
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!("127.0.0.1:53".parse::<ListenAddr>().unwrap().0, "127.0.0.1:53".parse().unwrap());
         assert_eq!("::1".parse::<ListenAddr>().unwrap().0, "[::1]:8600".parse().unwrap());
@@ -170,6 +192,66 @@ macro_rules! deserialize_from_str {
 
 deserialize_from_str!(ListenAddr);
 deserialize_from_str!(Label);
+deserialize_from_str!(Recursor);
+deserialize_from_str!(crate::dns::acl::Cidr);
+deserialize_from_str!(crate::dns::forward::Strategy);
+
+/// A recursor (S9.1): `IP` (port 53), `IP:PORT`, `[IPv6]:PORT`, or `none`, which turns
+/// recursion off (no resolv.conf either). The wildcard addresses are rejected, as Consul does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recursor(pub Option<SocketAddr>);
+
+impl FromStr for Recursor {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Recursor(None));
+        }
+        let bad = || format!("invalid recursor {text:?}: expected IP, IP:PORT, [IPv6]:PORT or none");
+        let addr = match text.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                let bare = text.trim_start_matches('[').trim_end_matches(']');
+                SocketAddr::new(bare.parse::<IpAddr>().map_err(|_| bad())?, crate::dns::forward::host::DNS_PORT)
+            }
+        };
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(format!("invalid recursor {text:?}: needs a real address and port, not a wildcard"));
+        }
+        Ok(Recursor(Some(addr)))
+    }
+}
+
+/// A duration with millisecond precision: `2`, `"2s"`, `"500ms"`, `"1m"` (a bare number is
+/// seconds, as everywhere in this file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Millis(pub Duration);
+
+impl FromStr for Millis {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_duration_ms(text.trim())
+            .map(|ms| Millis(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("invalid duration {text:?}: expected seconds or e.g. \"2s\", \"500ms\""))
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            Secs(u64),
+            Text(String),
+        }
+        match Shape::deserialize(d) {
+            Ok(Shape::Secs(secs)) => Ok(Millis(Duration::from_secs(secs))),
+            Ok(Shape::Text(text)) => text.parse().map_err(de::Error::custom),
+            Err(_) => Err(de::Error::custom("expected a duration: seconds, or a string like \"2s\" or \"500ms\"")),
+        }
+    }
+}
 
 /// One DNS label of letters, digits, `-` and `_` (a datacenter name).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,6 +36,9 @@ pub struct Edns {
     pub udp_size: u16,
     /// EDNS version (only 0 exists).
     pub version: u8,
+    /// The DO bit (RFC 3225): the client wants DNSSEC records. Part of a relayed answer's
+    /// cache key, since upstreams answer differently with it.
+    pub dnssec_ok: bool,
     /// The client-subnet option, echoed back with scope 0 (S8.3).
     pub client_subnet: Option<ClientSubnet>,
 }
@@ -220,8 +223,15 @@ fn parse_records(packet: &[u8], mut at: usize, skipped: u16, additional: u16) ->
     Some(edns)
 }
 
+/// The end of the question section of a message with one question (a query, or a reply to
+/// one).
+pub(crate) fn question_end(message: &[u8]) -> Option<usize> {
+    let end = skip_name(message, HEADER_LEN)? + 4;
+    (end <= message.len()).then_some(end)
+}
+
 /// Skips one resource record at `at`; returns (end, type, offset of its type field).
-fn skip_record(packet: &[u8], at: usize) -> Option<(usize, u16, usize)> {
+pub(crate) fn skip_record(packet: &[u8], at: usize) -> Option<(usize, u16, usize)> {
     let fixed = skip_name(packet, at)?;
     let header = packet.get(fixed..fixed + 10)?;
     let rdlen = u16::from_be_bytes([header[8], header[9]]) as usize;
@@ -246,7 +256,8 @@ fn skip_name(packet: &[u8], mut at: usize) -> Option<usize> {
 fn parse_opt(packet: &[u8], fixed: usize, end: usize) -> Option<Edns> {
     let udp_size = wire::read_u16(packet, fixed + 2);
     let version = packet[fixed + 5];
-    let mut edns = Edns { udp_size, version, client_subnet: None };
+    let dnssec_ok = packet[fixed + 6] & 0x80 != 0;
+    let mut edns = Edns { udp_size, version, dnssec_ok, client_subnet: None };
     let mut at = fixed + 10;
     while at < end {
         let option = packet.get(at..at + 4)?;

@@ -1,14 +1,20 @@
 //! The DNS layer: parse a request, classify its name, answer it from the current snapshot.
 //!
 //! `message` and `name` parse, `answer` builds responses (pure: no I/O, no async, no lock),
-//! `server` owns the sockets. Must not import `backend`; reads the catalog only through
-//! [`crate::catalog::Catalog::load`].
+//! `acl` says what each client may do, `forward` relays what is not ours to upstream
+//! resolvers, `server` owns the sockets. Must not import `backend`; reads the catalog only
+//! through [`crate::catalog::Catalog::load`].
 
+pub mod acl;
 pub mod answer;
+pub mod forward;
 pub mod message;
 pub mod name;
 pub mod server;
 pub mod udp_batch;
+
+use acl::Acl;
+use forward::Recursion;
 
 use name::DomainName;
 
@@ -48,8 +54,11 @@ pub struct Settings {
     pub a_record_limit: usize,
     /// Largest UDP response we send to EDNS clients, and the size our OPT advertises.
     pub max_udp_size: u16,
-    /// Whether recursion is offered (RA, S1.5).
-    pub recursion_available: bool,
+    /// Upstream resolvers for names outside the domain (S9); none = REFUSED there (S1.4).
+    pub recursion: Recursion,
+    /// Who may query and who may recurse; RA is set only for the latter, and only when there
+    /// are recursors (S1.5 as S15 recommends).
+    pub acl: Acl,
 }
 
 impl Settings {
@@ -67,7 +76,8 @@ impl Settings {
             udp_answer_limit: 3,
             a_record_limit: 0,
             max_udp_size: 1232,
-            recursion_available: false,
+            recursion: Recursion::default(),
+            acl: Acl::default(),
         }
     }
 

@@ -7,6 +7,10 @@
 //! with port 0 (tests) the workers share one socket, because the kernel may hand a port-0
 //! `SO_REUSEPORT` bind a port another process already holds. TCP runs on tokio: 2-byte length
 //! framing, many queries per connection (S1.2), an idle timeout and a connection cap.
+//!
+//! Questions for the recursors ([`Action::Forward`]) never hold a UDP worker: it queues them on
+//! the [`UdpRelay`] (or, when that is full, sends the SERVFAIL `respond` prepared). A TCP
+//! connection awaits the [`Forwarder`] in place.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
@@ -27,7 +31,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::catalog::Catalog;
 use crate::dns::Settings;
-use crate::dns::answer::{Scratch, Transport, respond};
+use crate::dns::answer::{Action, Scratch, Transport, respond};
+use crate::dns::forward::Forwarder;
+use crate::dns::forward::relay::UdpRelay;
 use crate::dns::udp_batch::Batch;
 
 /// How long a UDP worker blocks before looking at the stop flag.
@@ -119,13 +125,15 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<StdTcpListener> {
     Ok(socket.into())
 }
 
-/// What every worker reads: the catalog and the (reloadable) DNS settings.
+/// What every worker reads: the catalog, the (reloadable) DNS settings, and the forwarder.
 #[derive(Debug, Clone)]
 pub struct Shared {
     /// The live catalog.
     pub catalog: Arc<Catalog>,
     /// DNS settings, swapped on reload.
     pub settings: Arc<ArcSwap<Settings>>,
+    /// Relays questions outside the domain; holds their cache.
+    pub forwarder: Arc<Forwarder>,
 }
 
 /// Running DNS service: UDP threads and TCP tasks. Stop it with [`Running::stop`].
@@ -133,7 +141,7 @@ pub struct Shared {
 pub struct Running {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     cancel: CancellationToken,
 }
 
@@ -143,22 +151,24 @@ pub fn start(bound: Vec<Bound>, shared: &Shared) -> io::Result<Running> {
     let stop = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
     let mut threads = Vec::new();
-    let mut tcp_tasks = Vec::new();
     let connections = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    let (relay, relay_task) =
+        UdpRelay::start(Arc::clone(&shared.forwarder), Arc::clone(&shared.settings), cancel.clone());
+    let mut tasks = vec![relay_task];
     for b in bound {
         info!(addr = %b.addr, udp_workers = b.udp.len(), "DNS listening.");
         for (i, socket) in b.udp.into_iter().enumerate() {
-            let (shared, stop) = (shared.clone(), Arc::clone(&stop));
+            let (shared, relay, stop) = (shared.clone(), relay.clone(), Arc::clone(&stop));
             let handle = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_worker(socket, shared, stop))?;
+                .spawn(move || udp_worker(socket, shared, relay, stop))?;
             threads.push(handle);
         }
         let listener = TcpListener::from_std(b.tcp)?;
         let (shared, cancel, connections) = (shared.clone(), cancel.clone(), Arc::clone(&connections));
-        tcp_tasks.push(tokio::spawn(accept_loop(listener, shared, cancel, connections)));
+        tasks.push(tokio::spawn(accept_loop(listener, shared, cancel, connections)));
     }
-    Ok(Running { stop, threads, tcp_tasks, cancel })
+    Ok(Running { stop, threads, tasks, cancel })
 }
 
 impl Running {
@@ -166,7 +176,7 @@ impl Running {
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.cancel.cancel();
-        for task in self.tcp_tasks {
+        for task in self.tasks {
             let _ = task.await;
         }
         let threads = self.threads;
@@ -179,9 +189,10 @@ impl Running {
     }
 }
 
-/// One UDP worker: take a batch of queries, answer each from the current snapshot, send the
-/// replies in one go. Nothing is allocated per packet.
-fn udp_worker(socket: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
+/// One UDP worker: take a batch of queries, answer each from the current snapshot (or hand it
+/// to the relay for recursion), send the replies in one go. Nothing is allocated per packet.
+fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, stop: Arc<AtomicBool>) {
+    let socket = Arc::new(socket); // shared with the relay tasks that answer from it
     let mut batch = Batch::new();
     let mut scratch = Scratch::default();
     while !stop.load(Ordering::Relaxed) {
@@ -203,19 +214,24 @@ fn udp_worker(socket: UdpSocket, shared: Shared, stop: Arc<AtomicBool>) {
         let snapshot = shared.catalog.load();
         let settings = shared.settings.load();
         for i in 0..received {
+            let Some(peer) = batch.peer(i) else { continue };
+            let client = settings.acl.access(peer.ip());
             let (Some(packet), reply) = batch.slot(i) else { continue };
-            let len = packet.len();
             // A bug must cost one query, not a worker.
             let answered = catch_unwind(AssertUnwindSafe(|| {
-                respond(packet, &snapshot, &settings, Transport::Udp, &mut scratch, reply)
+                respond(packet, &snapshot, &settings, Transport::Udp, client, &mut scratch, reply)
             }));
-            match answered {
-                Ok(answer) => batch.set_ready(i, answer.is_some()),
+            let send = match answered {
+                Ok(Action::Reply(_)) => true,
+                Ok(Action::Forward) => !relay.submit(packet, peer, &socket), // full: the prepared SERVFAIL
+                Ok(Action::Ignore) => false,
                 Err(_) => {
-                    error!(len, "Answering a UDP query panicked; query dropped.");
+                    error!(%peer, len = packet.len(), "Answering a UDP query panicked; query dropped.");
                     scratch = Scratch::default();
+                    false
                 }
-            }
+            };
+            batch.set_ready(i, send);
         }
         batch.send(&socket, received);
     }
@@ -238,7 +254,7 @@ async fn accept_loop(listener: TcpListener, shared: Shared, cancel: Cancellation
             Ok((stream, peer)) => {
                 let (shared, cancel) = (shared.clone(), cancel.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, &shared, &cancel).await {
+                    if let Err(e) = serve_connection(stream, peer, &shared, &cancel).await {
                         debug!(%peer, error = %e, "TCP connection ended with an error.");
                     }
                     drop(permit);
@@ -253,8 +269,13 @@ async fn accept_loop(listener: TcpListener, shared: Shared, cancel: Cancellation
 }
 
 /// Serves length-prefixed queries on one connection until EOF, idle timeout or shutdown. A
-/// query being answered when shutdown starts is finished first.
-async fn serve_connection(mut stream: TcpStream, shared: &Shared, cancel: &CancellationToken) -> io::Result<()> {
+/// query being answered when shutdown starts is finished first; relayed ones are awaited here.
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut scratch = Scratch::default();
     let mut query = Vec::new();
@@ -277,22 +298,29 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared, cancel: &Cance
         let answered = {
             let snapshot = shared.catalog.load();
             let settings = shared.settings.load();
+            let client = settings.acl.access(peer.ip());
             catch_unwind(AssertUnwindSafe(|| {
-                respond(&query, &snapshot, &settings, Transport::Tcp, &mut scratch, &mut out)
+                respond(&query, &snapshot, &settings, Transport::Tcp, client, &mut scratch, &mut out)
             }))
         };
         match answered {
-            Ok(Some(_)) => {
-                framed.clear();
-                framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-                framed.extend_from_slice(&out);
-                stream.write_all(&framed).await?;
+            Ok(Action::Reply(_)) => {}
+            Ok(Action::Forward) => {
+                let settings = shared.settings.load_full();
+                shared.forwarder.resolve(&query, Transport::Tcp, &settings, &mut out).await;
             }
-            Ok(None) => {}
+            Ok(Action::Ignore) => continue,
             Err(_) => {
                 error!(len, "Answering a TCP query panicked; connection closed.");
                 return Ok(());
             }
         }
+        if out.is_empty() {
+            continue;
+        }
+        framed.clear();
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
+        stream.write_all(&framed).await?;
     }
 }

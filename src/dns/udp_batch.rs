@@ -11,7 +11,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// Queries taken per `recvmmsg`.
@@ -104,6 +104,28 @@ impl Batch {
         (packet, &mut self.replies[i])
     }
 
+    /// The address slot `i` came from (IPv4 or IPv6; `None` for anything else).
+    pub fn peer(&self, i: usize) -> Option<SocketAddr> {
+        let storage = &self.peers[i];
+        match storage.ss_family as libc::c_int {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in here (family AF_INET); sockaddr_storage
+                // is large and aligned enough for it.
+                let v4 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for sockaddr_in6 (family AF_INET6).
+                let v6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
+                let port = u16::from_be(v6.sin6_port);
+                Some(SocketAddr::V6(SocketAddrV6::new(ip, port, v6.sin6_flowinfo, v6.sin6_scope_id)))
+            }
+            _ => None,
+        }
+    }
+
     /// Marks slot `i`'s reply to be sent (or not) by [`Batch::send`].
     pub fn set_ready(&mut self, i: usize, ready: bool) {
         self.ready[i] = ready;
@@ -170,6 +192,7 @@ mod tests {
         while got < 5 {
             let n = batch.receive(&server).unwrap();
             for i in 0..n {
+                assert_eq!(batch.peer(i).unwrap().ip(), std::net::IpAddr::from([127, 0, 0, 1]));
                 let (packet, reply) = batch.slot(i);
                 let first = packet.unwrap()[0];
                 reply.clear();

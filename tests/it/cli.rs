@@ -9,6 +9,12 @@ fn check_config_accepts_the_shipped_files() {
     let (code, out, err) = run_binary(&["--check-config", "--config", "config/consul-dns.toml"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("configuration OK") && out.contains("5 instances"), "{out}");
+    let (code, out, err) =
+        run_binary(&["--check-config", "--recursor", "192.0.2.53", "--allow-recursion", "10.0.0.0/8"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("recursion: [192.0.2.53:53] (from configuration) for clients in 10.0.0.0/8"), "{out}");
+    let (_, out, _) = run_binary(&["--check-config", "--recursor", "none"]);
+    assert!(out.contains("recursion: off"), "{out}");
 }
 
 #[test]

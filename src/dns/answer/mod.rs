@@ -3,7 +3,8 @@
 //! Pure apart from the random shuffle, whose generator the caller owns (seed it in tests).
 //! The policies live here once: which rcode for which situation (S11), AA/RA (S1.5), the size
 //! budget (S7.1, S7.4), the answer-count cut (S7.2), TC whenever answer records were dropped
-//! (S7.5 as S15 recommends), SOA on every negative answer (S5.6).
+//! (S7.5 as S15 recommends), SOA on every negative answer (S5.6), and which questions go to
+//! the recursors (S1.4, S3.8) for which clients ([`Access`], S15).
 
 mod names;
 mod service;
@@ -11,6 +12,7 @@ mod writer;
 
 use crate::catalog::Snapshot;
 use crate::dns::Settings;
+use crate::dns::acl::Access;
 use crate::dns::message::{Rejection, Request};
 use crate::dns::name::{DomainName, Query, classify};
 use crate::wire::{CLASS_IN, CLASSIC_UDP_LEN, MAX_MESSAGE_LEN, flag, rcode, rtype};
@@ -32,6 +34,18 @@ pub struct Outcome {
     pub rcode: u16,
     /// Whether answer records were dropped for size (TC set).
     pub truncated: bool,
+}
+
+/// What to do with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send `out`.
+    Reply(Outcome),
+    /// Relay the packet to the recursors ([`crate::dns::forward`]). `out` already holds the
+    /// SERVFAIL to send if that cannot happen (the relay queue is full).
+    Forward,
+    /// Send nothing (S1.3: responses and runts are dropped).
+    Ignore,
 }
 
 /// Reusable per-worker state: buffers and the shuffle's random generator.
@@ -82,34 +96,37 @@ struct Context<'a> {
     answer_cap: usize,
 }
 
-/// Answers one packet. `None` means send nothing (S1.3: responses and runts are dropped).
+/// Answers one packet from `client` (whose [`Access`] the caller looked up in
+/// `settings.acl`) into `out`, or says to relay it or to ignore it.
 pub fn respond(
     packet: &[u8],
     snapshot: &Snapshot,
     settings: &Settings,
     transport: Transport,
+    client: Access,
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
-) -> Option<Outcome> {
+) -> Action {
     match Request::parse(packet) {
-        Ok(req) => Some(answer(&req, snapshot, settings, transport, scratch, out)),
-        Err(Rejection::Drop) => None,
+        Ok(req) => answer(&req, snapshot, settings, transport, client, scratch, out),
+        Err(Rejection::Drop) => Action::Ignore,
         Err(Rejection::Reply { rcode, question_len }) => {
             Writer::reject(out, packet, rcode, question_len);
-            Some(Outcome { rcode, truncated: false })
+            Action::Reply(Outcome { rcode, truncated: false })
         }
     }
 }
 
-/// Answers a parsed request.
+/// Answers a parsed request (see [`respond`]).
 pub fn answer(
     req: &Request<'_>,
     snapshot: &Snapshot,
     settings: &Settings,
     transport: Transport,
+    client: Access,
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
-) -> Outcome {
+) -> Action {
     let primary = &settings.domain;
     let both: [&DomainName; 2];
     let domain_list: &[&DomainName] = match &settings.alt_domain {
@@ -128,27 +145,54 @@ pub fn answer(
         _ => usize::MAX,
     };
     let ctx = Context { req, snapshot, settings, answer_cap };
+    let recursion = client == Access::Recurse && settings.recursion.is_enabled();
+    let ra = if recursion { flag::RA } else { 0 };
+    let max_udp_size = settings.max_udp_size.max(CLASSIC_UDP_LEN as u16);
     let reply = match req.edns {
         Some(edns) if edns.version > 0 => Reply { rcode: rcode::BADVERS, authoritative: false, truncated: false },
+        _ if client == Access::Refused => Reply { rcode: rcode::REFUSED, authoritative: false, truncated: false },
+        _ if recursion && forwarded(&ctx, classified.query) => {
+            w.finish(req, rcode::SERVFAIL, ra, max_udp_size);
+            return Action::Forward;
+        }
         _ => dispatch(&ctx, classified.query, &mut w, scratch),
     };
-    let mut flags = 0;
+    let mut flags = ra;
     if reply.authoritative {
         flags |= flag::AA;
     }
     if reply.truncated {
         flags |= flag::TC;
     }
-    if settings.recursion_available {
-        flags |= flag::RA;
+    w.finish(req, reply.rcode, flags, max_udp_size);
+    Action::Reply(Outcome { rcode: reply.rcode, truncated: reply.truncated })
+}
+
+/// Whether the recursors answer this question: names outside the domain (S1.4), and reverse
+/// names of addresses the catalog does not hold (S3.8) once it has synced.
+fn forwarded(ctx: &Context<'_>, query: Query<'_>) -> bool {
+    match query {
+        Query::Outside => true,
+        Query::Reverse(ip) => {
+            matches!(ctx.req.qclass, CLASS_IN | rtype::ANY)
+                && ctx.snapshot.is_synced()
+                && ip.and_then(|ip| ctx.snapshot.reverse(&ip)).is_none()
+        }
+        _ => false,
     }
-    w.finish(req, reply.rcode, flags, settings.max_udp_size.max(CLASSIC_UDP_LEN as u16));
-    Outcome { rcode: reply.rcode, truncated: reply.truncated }
+}
+
+/// A reply with no records: ID, opcode, RD and CD copied, the question, `rcode`, `flags`
+/// (AA/TC/RA), and our OPT record if the query had one. For relayed questions that failed
+/// (S9.4) or whose answer does not fit the client's UDP budget.
+pub fn empty_reply(req: &Request<'_>, rcode: u16, flags: u16, settings: &Settings, out: &mut Vec<u8>) {
+    let w = Writer::start(out, req, MAX_MESSAGE_LEN, None);
+    w.finish(req, rcode, flags, settings.max_udp_size.max(CLASSIC_UDP_LEN as u16));
 }
 
 /// S7.1/S7.4: TCP takes a full message; UDP 512 bytes, or the client's EDNS size (never below
 /// 512) capped at our `max_udp_size`.
-fn budget(req: &Request<'_>, settings: &Settings, transport: Transport) -> usize {
+pub fn budget(req: &Request<'_>, settings: &Settings, transport: Transport) -> usize {
     match (transport, req.edns) {
         (Transport::Tcp, _) => MAX_MESSAGE_LEN,
         (Transport::Udp, None) => CLASSIC_UDP_LEN,

@@ -9,6 +9,9 @@ use crate::catalog::snapshot::{Datacenter, ServiceRecords, TagFilter};
 use crate::dns::name::ServiceKind;
 use crate::wire::{rcode, rtype};
 
+/// Compression pointers have 14 bits of offset.
+const MAX_POINTER_OFFSET: usize = 0x4000;
+
 /// Tag-filtered candidate lists longer than this are de-duplicated with a hash set.
 const LINEAR_DEDUP_MAX: usize = 32;
 
@@ -170,31 +173,35 @@ fn srv(
             Target::Host(name) => ([name, &[]], None),
         };
         let relative = glue_ip.is_some();
+        // Glue is owned by the target: a pointer to it, or (pointers reach only the first
+        // 16 KiB, RFC 1035 §4.1.4) the target spelled out again in large TCP answers.
+        let target_at = w.position() + w.record_len(Owner::Question, 6);
+        let target_owner =
+            if target_at < MAX_POINTER_OFFSET { Owner::At(target_at) } else { Owner::Relative(parts[0], parts[1]) };
         let txt = inst.node.as_deref().filter(|n| meta_txt && relative && !n.txt.is_empty());
-        let txt_owner = match (target, txt) {
-            (Target::Node(..), _) => Owner::At(0),
-            (_, Some(node)) => Owner::Relative(&node.labels),
-            _ => Owner::At(0),
+        let txt_owner = match target {
+            Target::Node(..) => target_owner,
+            _ => Owner::Relative(txt.map_or(&[][..], |n| &n.labels), &[]),
         };
         let srv_len = w.srv_len(&parts, relative, question);
-        let glue_len = glue_ip.map_or(0, |ip| w.record_len(Owner::At(0), ip.rdata().len()))
+        let glue_len = glue_ip.map_or(0, |ip| w.record_len(target_owner, ip.rdata().len()))
             + txt.map_or(0, |n| n.txt.iter().map(|t| w.record_len(txt_owner, t.len())).sum());
         let fits = srv_len + glue_len + scratch.glue.len() <= w.room();
         if !fits && i > 0 {
             truncated = true;
             break;
         }
-        let target_at = w.srv(Owner::Question, records.ttl, &inst.fixed, &parts, relative, question);
+        let written_at = w.srv(Owner::Question, records.ttl, &inst.fixed, &parts, relative, question);
+        debug_assert_eq!(written_at, target_at);
         if !fits {
             continue; // the one answer always kept (S7.3), without glue that does not fit
         }
         if let Some(ip) = glue_ip {
-            w.record_into(&mut scratch.glue, Owner::At(target_at), ip.rtype(), records.ttl, ip.rdata());
+            w.record_into(&mut scratch.glue, target_owner, ip.rtype(), records.ttl, ip.rdata());
             glue_count += 1;
         }
         for rdata in txt.map_or(&[][..], |n| &n.txt) {
-            let owner = if matches!(txt_owner, Owner::At(_)) { Owner::At(target_at) } else { txt_owner };
-            w.record_into(&mut scratch.glue, owner, rtype::TXT, records.ttl, rdata);
+            w.record_into(&mut scratch.glue, txt_owner, rtype::TXT, records.ttl, rdata);
             glue_count += 1;
         }
     }

@@ -10,6 +10,7 @@ use super::*;
 use crate::catalog::model::{Address, CatalogData, Health, Instance, Node, TaggedAddresses, Weights};
 use crate::catalog::ttl::TtlTable;
 use crate::catalog::{BuildOptions, Catalog};
+use crate::dns::acl::Access;
 use crate::dns::message::tests::query;
 
 fn node(name: &str, address: &str, meta: &[(&str, &str)]) -> Node {
@@ -130,6 +131,7 @@ struct Fixture {
     catalog: Catalog,
     settings: Settings,
     scratch: Scratch,
+    client: Access,
 }
 
 impl Fixture {
@@ -140,13 +142,14 @@ impl Fixture {
     fn with(data: CatalogData, options: BuildOptions, settings: Settings) -> Fixture {
         data.validate().unwrap();
         let catalog = Catalog::new(Snapshot::build(&data, Arc::new(options)));
-        Fixture { catalog, settings, scratch: Scratch::with_seed(7) }
+        Fixture { catalog, settings, scratch: Scratch::with_seed(7), client: Access::Recurse }
     }
 
     fn packet(&mut self, packet: &[u8], transport: Transport) -> Response {
         let mut out = Vec::new();
         let snapshot = self.catalog.load();
-        respond(packet, &snapshot, &self.settings, transport, &mut self.scratch, &mut out).expect("a reply");
+        let action = respond(packet, &snapshot, &self.settings, transport, self.client, &mut self.scratch, &mut out);
+        assert!(matches!(action, Action::Reply(_)), "{action:?}");
         decode(out)
     }
 
@@ -442,6 +445,7 @@ fn s10_1_answers_are_shuffled() {
                 &snapshot,
                 &f.settings,
                 Transport::Udp,
+                Access::Recurse,
                 &mut f.scratch,
                 &mut out,
             );
@@ -508,10 +512,11 @@ fn not_synced_is_servfail_not_nxdomain() {
         &snapshot,
         &settings,
         Transport::Udp,
+        Access::Recurse,
         &mut Scratch::with_seed(1),
         &mut out,
     );
-    assert_eq!(outcome.map(|o| o.rcode), Some(rcode::SERVFAIL));
+    assert_eq!(outcome, Action::Reply(Outcome { rcode: rcode::SERVFAIL, truncated: false }));
 }
 
 #[test]
@@ -525,12 +530,13 @@ fn s1_3_malformed_queries_get_formerr_or_nothing() {
     notify[2] |= 4 << 3;
     let mut out = Vec::new();
     let snapshot = f.catalog.load();
-    respond(&notify, &snapshot, &f.settings, Transport::Udp, &mut f.scratch, &mut out);
+    respond(&notify, &snapshot, &f.settings, Transport::Udp, Access::Recurse, &mut f.scratch, &mut out);
     assert_eq!(out[3] & 0x0F, rcode::NOTIMP as u8);
     assert_eq!(&out[12..], &notify[12..], "question echoed");
     let mut response = query("web.service.consul", rtype::A, None);
     response[2] |= 0x80;
-    assert!(respond(&response, &snapshot, &f.settings, Transport::Udp, &mut f.scratch, &mut out).is_none());
+    let ignored = respond(&response, &snapshot, &f.settings, Transport::Udp, Access::Recurse, &mut f.scratch, &mut out);
+    assert_eq!(ignored, Action::Ignore);
 }
 
 #[test]
@@ -553,9 +559,123 @@ fn never_panics_on_random_and_mutated_packets() {
         if round % 7 == 0 {
             packet.truncate(rng.usize(..packet.len()));
         }
-        if let Some(_outcome) = respond(&packet, &snapshot, &f.settings, Transport::Udp, &mut f.scratch, &mut out) {
+        let action =
+            respond(&packet, &snapshot, &f.settings, Transport::Udp, Access::Recurse, &mut f.scratch, &mut out);
+        if action != Action::Ignore {
             assert!(out.len() >= 12);
             assert!(out.len() <= 1232 || out.len() <= packet.len() + 1232);
         }
     }
+}
+
+#[test]
+fn s7_4_tcp_srv_glue_past_16_kib_spells_out_its_owner() {
+    let mut data = catalog();
+    for i in 0..1000 {
+        let name = format!("huge{i}");
+        data.nodes.push(node(&name, &format!("10.2.{}.{}", i / 250, i % 250 + 1), &[("rack", "r")]));
+        data.instances.push(instance("huge", &format!("huge-{i}"), &name, None, 9000, &[], Health::Passing));
+    }
+    let mut f = Fixture::with(data, options(), settings());
+    let r = f.packet(&query("huge.service.consul", rtype::SRV, None), Transport::Tcp);
+    assert!(r.bytes.len() > 0x4000, "the answer reaches past what a pointer can address");
+    let targets: std::collections::HashSet<String> =
+        r.answer.iter().map(|l| l.rsplit(' ').next().unwrap().to_owned()).collect();
+    let glue_a: Vec<&String> = r.additional.iter().filter(|l| l.contains(" IN A ")).collect();
+    assert_eq!(glue_a.len(), r.answer.len(), "every SRV in the reply has its address");
+    for line in glue_a {
+        let owner = line.split(' ').next().unwrap();
+        assert!(targets.contains(owner), "glue owner {owner} is one of the targets");
+    }
+}
+
+fn with_recursors() -> Settings {
+    let mut s = settings();
+    s.recursion.upstreams = vec!["127.0.0.1:53".parse().unwrap()];
+    s
+}
+
+/// Runs `respond` for `client`; the action and the decoded `out`.
+fn respond_as(f: &mut Fixture, client: Access, name: &str, qtype: u16) -> (Action, Response) {
+    let mut out = Vec::new();
+    let snapshot = f.catalog.load();
+    let action =
+        respond(&query(name, qtype, None), &snapshot, &f.settings, Transport::Udp, client, &mut f.scratch, &mut out);
+    (action, decode(out))
+}
+
+#[test]
+fn s1_4_s9_outside_names_are_forwarded_for_recursing_clients_with_servfail_ready() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    for name in ["kong-database", "user.service.consul.default.svc.cluster.local", "example.com"] {
+        let (action, prepared) = respond_as(&mut f, Access::Recurse, name, rtype::A);
+        assert_eq!(action, Action::Forward, "{name}");
+        assert_eq!(
+            (prepared.rcode, prepared.ra, prepared.aa),
+            (rcode::SERVFAIL, true, false),
+            "fallback for a full queue"
+        );
+    }
+    let (action, web) = respond_as(&mut f, Access::Recurse, "web.service.consul", rtype::A);
+    assert!(matches!(action, Action::Reply(_)));
+    assert!(web.ra && web.aa, "RA for a client that may recurse when recursors exist (S1.5)");
+}
+
+#[test]
+fn s15_clients_not_allowed_to_recurse_get_refused_outside_and_no_ra() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    let (action, outside) = respond_as(&mut f, Access::Query, "kong-database", rtype::A);
+    assert_eq!(action, Action::Reply(Outcome { rcode: rcode::REFUSED, truncated: false }));
+    assert_eq!((outside.rcode, outside.ra, outside.aa), (rcode::REFUSED, false, false));
+    let (_, inside) = respond_as(&mut f, Access::Query, "web.service.consul", rtype::A);
+    assert_eq!((inside.rcode, inside.ra, inside.answer.len()), (rcode::NOERROR, false, 3), "the domain is for all");
+}
+
+#[test]
+fn s15_clients_outside_allow_query_are_refused_everything() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    for (name, qtype) in [("web.service.consul", rtype::SRV), ("kong-database", rtype::A), ("consul", rtype::SOA)] {
+        let (action, r) = respond_as(&mut f, Access::Refused, name, qtype);
+        assert_eq!(action, Action::Reply(Outcome { rcode: rcode::REFUSED, truncated: false }), "{name}");
+        assert_eq!((r.rcode, r.ra, r.aa, r.answer.len()), (rcode::REFUSED, false, false, 0), "{name}");
+    }
+    let packet = query("WeB.service.consul", rtype::A, None);
+    let mut out = Vec::new();
+    let snapshot = f.catalog.load();
+    respond(&packet, &snapshot, &f.settings, Transport::Udp, Access::Refused, &mut f.scratch, &mut out);
+    assert_eq!(&out[12..], &packet[12..], "still a well-formed reply with the question (kong §11.1)");
+}
+
+#[test]
+fn s3_8_unknown_reverse_names_are_forwarded_known_ones_answered() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    let (unknown, _) = respond_as(&mut f, Access::Recurse, "9.9.9.9.in-addr.arpa", rtype::PTR);
+    assert_eq!(unknown, Action::Forward);
+    let (partial, _) = respond_as(&mut f, Access::Recurse, "10.in-addr.arpa", rtype::NS);
+    assert_eq!(partial, Action::Forward, "not a whole address: not ours either");
+    let (known, r) = respond_as(&mut f, Access::Recurse, "1.0.0.10.in-addr.arpa", rtype::PTR);
+    assert!(matches!(known, Action::Reply(_)));
+    assert_eq!(r.answer, ["1.0.0.10.in-addr.arpa. 7 IN PTR node1.node.dc1.consul."]);
+    let (not_allowed, r) = respond_as(&mut f, Access::Query, "9.9.9.9.in-addr.arpa", rtype::PTR);
+    assert!(matches!(not_allowed, Action::Reply(_)));
+    assert_eq!(r.rcode, rcode::NXDOMAIN, "without recursion: NXDOMAIN with our SOA, as before");
+}
+
+#[test]
+fn s1_4_without_recursors_nobody_recurses() {
+    let mut f = Fixture::new();
+    let (action, r) = respond_as(&mut f, Access::Recurse, "kong-database", rtype::A);
+    assert!(matches!(action, Action::Reply(_)));
+    assert_eq!((r.rcode, r.ra), (rcode::REFUSED, false));
+}
+
+#[test]
+fn forwarded_query_with_opt_gets_servfail_with_opt_ready() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    let mut out = Vec::new();
+    let snapshot = f.catalog.load();
+    let packet = query("kong-database", rtype::A, Some((1232, 0, &[])));
+    let action = respond(&packet, &snapshot, &f.settings, Transport::Udp, Access::Recurse, &mut f.scratch, &mut out);
+    assert_eq!(action, Action::Forward);
+    assert_eq!(decode(out).edns_size, Some(1232));
 }

@@ -41,8 +41,8 @@ pub enum Owner<'a> {
     Question,
     /// A name already in the message, at this offset.
     At(usize),
-    /// Relative labels followed by the response domain.
-    Relative(&'a [u8]),
+    /// Relative labels (two parts, concatenated) followed by the response domain.
+    Relative(&'a [u8], &'a [u8]),
 }
 
 impl<'o> Writer<'o> {
@@ -75,6 +75,11 @@ impl<'o> Writer<'o> {
         self.limit.saturating_sub(self.out.len() + self.reserved)
     }
 
+    /// Offset in the message of the next byte written.
+    pub fn position(&self) -> usize {
+        self.out.len()
+    }
+
     /// Number of records written to a section.
     pub fn count(&self, section: Section) -> u16 {
         self.counts[section as usize]
@@ -84,7 +89,7 @@ impl<'o> Writer<'o> {
     pub fn owner_len(&self, owner: Owner<'_>) -> usize {
         match owner {
             Owner::Question | Owner::At(_) => 2,
-            Owner::Relative(labels) => labels.len() + self.domain_len(),
+            Owner::Relative(first, second) => first.len() + second.len() + self.domain_len(),
         }
     }
 
@@ -136,8 +141,9 @@ impl<'o> Writer<'o> {
         match owner {
             Owner::Question => buf.extend_from_slice(&PTR_TO_QNAME),
             Owner::At(at) => wire::push_pointer(at, buf),
-            Owner::Relative(labels) => {
-                buf.extend_from_slice(labels);
+            Owner::Relative(first, second) => {
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(second);
                 match self.domain_at {
                     Some(domain) => wire::push_pointer(domain, buf),
                     None => buf.push(0),
@@ -208,8 +214,9 @@ impl<'o> Writer<'o> {
         match owner {
             Owner::Question => self.out.extend_from_slice(&PTR_TO_QNAME),
             Owner::At(at) => wire::push_pointer(at, self.out),
-            Owner::Relative(labels) => {
-                self.name(labels);
+            Owner::Relative(first, second) => {
+                self.out.extend_from_slice(first);
+                self.name(second);
             }
         }
     }

@@ -46,6 +46,21 @@ impl Reply {
     pub fn truncated(&self) -> bool {
         self.message.metadata.truncation
     }
+
+    /// RA bit.
+    pub fn recursion_available(&self) -> bool {
+        self.message.metadata.recursion_available
+    }
+
+    /// AA bit.
+    pub fn authoritative(&self) -> bool {
+        self.message.metadata.authoritative
+    }
+
+    /// TTLs of the answer records.
+    pub fn answer_ttls(&self) -> Vec<u32> {
+        self.message.answers.iter().map(|r| r.ttl).collect()
+    }
 }
 
 /// Builds a query packet.
@@ -64,14 +79,27 @@ pub fn packet(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
 
 /// One query over UDP.
 pub fn query_udp(addr: SocketAddr, name: &str, qtype: RecordType, edns: Option<u16>) -> Reply {
-    let bytes = query_udp_raw(addr, &packet(name, qtype, edns)).expect("a UDP reply");
-    Reply::new(&bytes)
+    query_udp_from("127.0.0.1", addr, name, qtype, edns)
+}
+
+/// One query over UDP from a socket bound to `source` (e.g. 127.0.0.2, for ACL tests).
+pub fn query_udp_from(source: &str, addr: SocketAddr, name: &str, qtype: RecordType, edns: Option<u16>) -> Reply {
+    let query = packet(name, qtype, edns);
+    let bytes = query_udp_raw_from(source, addr, &query).expect("a UDP reply");
+    let reply = Reply::new(&bytes);
+    assert_eq!(&bytes[..2], &query[..2], "reply carries the query's ID");
+    reply
 }
 
 /// Sends raw bytes over UDP; the raw reply, or None after a timeout.
 pub fn query_udp_raw(addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    query_udp_raw_from("127.0.0.1", addr, packet)
+}
+
+/// Sends raw bytes over UDP from `source`; the raw reply, or None after a timeout.
+pub fn query_udp_raw_from(source: &str, addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind((source, 0)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     socket.send_to(packet, addr).unwrap();
     let mut buf = vec![0u8; 65535];
     let (len, _) = socket.recv_from(&mut buf).ok()?;
@@ -81,13 +109,24 @@ pub fn query_udp_raw(addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
 
 /// One query over a new TCP connection.
 pub fn query_tcp(addr: SocketAddr, name: &str, qtype: RecordType) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    query_tcp_from("127.0.0.1", addr, name, qtype)
+}
+
+/// One query over a new TCP connection from `source`.
+pub fn query_tcp_from(source: &str, addr: SocketAddr, name: &str, qtype: RecordType) -> Reply {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = (source.parse::<std::net::IpAddr>().unwrap(), 0).into();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let bytes = packet(name, qtype, None);
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&bytes);
     stream.write_all(&framed).unwrap();
-    Reply::new(&read_framed(&mut stream).expect("a TCP reply"))
+    let reply = read_framed(&mut stream).expect("a TCP reply");
+    assert_eq!(&reply[..2], &bytes[..2], "reply carries the query's ID");
+    Reply::new(&reply)
 }
 
 /// Reads one length-prefixed message.

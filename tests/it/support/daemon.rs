@@ -32,12 +32,19 @@ impl Daemon {
     }
 
     /// Starts in a prepared dir (which holds `services.toml` unless `args` say otherwise).
+    /// Recursion is off unless `args` give `--recursor` or `--resolv-conf`: the host's own
+    /// resolv.conf would make answers depend on the machine.
     pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Daemon {
         let catalog = dir.path().join("services.toml");
         let mut command = Command::new(binary());
         command.args(["--listen", "127.0.0.1:0", "--udp-workers", "2", "--log-level", "info,consul_dns=debug"]);
         if !args.contains(&"--static") {
             command.arg("--static").arg(&catalog);
+        }
+        if !args.contains(&"--resolv-conf") {
+            let empty = dir.path().join("resolv.conf");
+            std::fs::write(&empty, "").unwrap();
+            command.arg("--resolv-conf").arg(&empty);
         }
         command.args(args).env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start consul-dns");

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod upstream;
 
 pub use client::{query_tcp, query_udp, query_udp_raw};
 pub use daemon::{Daemon, dig};

@@ -1,0 +1,160 @@
+//! The hand-off from the UDP worker threads to tokio: a worker must never wait for an upstream
+//! (design.md, "hot path"), so it queues the packet with the peer and its socket and goes back
+//! to `recv_from`; a tokio task relays the question and sends the reply from that socket.
+//!
+//! The queue is bounded ([`QUEUE`]) and so is the number of questions being relayed at once
+//! ([`IN_FLIGHT`]): when upstreams are slow, the queue fills and [`UdpRelay::submit`] fails at
+//! once, and the worker sends the SERVFAIL that `respond` prepared. Nothing grows without
+//! bound and nothing blocks a worker.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::Forwarder;
+use crate::dns::Settings;
+use crate::dns::answer::Transport;
+
+/// Questions waiting for a relay task.
+pub const QUEUE: usize = 1024;
+/// Questions being relayed at once.
+pub const IN_FLIGHT: usize = 1024;
+
+#[derive(Debug)]
+struct Job {
+    packet: Box<[u8]>,
+    peer: SocketAddr,
+    socket: Arc<UdpSocket>,
+}
+
+/// The sending side, one clone per UDP worker.
+#[derive(Debug, Clone)]
+pub struct UdpRelay {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl UdpRelay {
+    /// Starts the task that takes jobs off the queue (inside a tokio runtime). It stops when
+    /// `cancel` fires or every [`UdpRelay`] is dropped; questions in flight then finish on their
+    /// own, bounded by the recursor timeouts.
+    pub fn start(
+        forwarder: Arc<Forwarder>,
+        settings: Arc<ArcSwap<Settings>>,
+        cancel: CancellationToken,
+    ) -> (UdpRelay, JoinHandle<()>) {
+        UdpRelay::with_limits(forwarder, settings, cancel, QUEUE, IN_FLIGHT)
+    }
+
+    fn with_limits(
+        forwarder: Arc<Forwarder>,
+        settings: Arc<ArcSwap<Settings>>,
+        cancel: CancellationToken,
+        queue: usize,
+        in_flight: usize,
+    ) -> (UdpRelay, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(queue);
+        (UdpRelay { jobs: tx }, tokio::spawn(dispatch(rx, forwarder, settings, cancel, in_flight)))
+    }
+
+    /// Queues `packet` from `peer`; its reply will leave from `socket`. `false` when the queue
+    /// is full or stopped: the caller answers by itself. Never blocks; copies the packet.
+    pub fn submit(&self, packet: &[u8], peer: SocketAddr, socket: &Arc<UdpSocket>) -> bool {
+        self.jobs.try_send(Job { packet: packet.into(), peer, socket: Arc::clone(socket) }).is_ok()
+    }
+}
+
+async fn dispatch(
+    mut jobs: mpsc::Receiver<Job>,
+    forwarder: Arc<Forwarder>,
+    settings: Arc<ArcSwap<Settings>>,
+    cancel: CancellationToken,
+    in_flight: usize,
+) {
+    let in_flight = Arc::new(Semaphore::new(in_flight));
+    loop {
+        let job = tokio::select! {
+            _ = cancel.cancelled() => return,
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let (forwarder, settings) = (Arc::clone(&forwarder), settings.load_full());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut out = Vec::new();
+            forwarder.resolve(&job.packet, Transport::Udp, &settings, &mut out).await;
+            // A blocking std socket (shared with its worker thread), but a UDP send only waits
+            // when the kernel's send buffer is full, and then briefly.
+            if out.is_empty() {
+                return;
+            }
+            if let Err(e) = job.socket.send_to(&out, job.peer) {
+                debug!(peer = %job.peer, error = %e, "UDP send of a relayed answer failed.");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dns::forward::Recursion;
+    use crate::dns::message::tests::query;
+    use crate::dns::name::DomainName;
+    use crate::wire::rtype;
+
+    fn silent_settings(silent: SocketAddr) -> Arc<ArcSwap<Settings>> {
+        let mut settings = Settings::new(DomainName::new("consul.").unwrap());
+        settings.recursion =
+            Recursion { upstreams: vec![silent], timeout: Duration::from_millis(300), ..Recursion::default() };
+        Arc::new(ArcSwap::from_pointee(settings))
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_at_once_and_relayed_answers_reach_the_client() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap(); // never read: an upstream that never answers
+        let settings = silent_settings(silent.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let (relay, task) = UdpRelay::with_limits(Arc::new(Forwarder::default()), settings, cancel.clone(), 1, 1);
+        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = client.local_addr().unwrap();
+        let packet = query("kong-database", rtype::A, None);
+        let mut accepted = 0;
+        for _ in 0..10 {
+            if relay.submit(&packet, peer, &server) {
+                accepted += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!((1..=3).contains(&accepted), "one in flight, one waiting for it, one queued: {accepted}");
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (reply, from) = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; 512];
+            let (len, from) = client.recv_from(&mut buf).expect("the relayed question is answered");
+            buf.truncate(len);
+            (buf, from)
+        })
+        .await
+        .unwrap();
+        assert_eq!(from, server.local_addr().unwrap(), "from the socket the question came to");
+        assert_eq!((&reply[..2], reply[3] & 0x0F), (&packet[..2], 2), "same ID, SERVFAIL (the upstream is silent)");
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}
