@@ -1,6 +1,7 @@
-//! Hot-path benchmarks: request parsing + name classification, answer building for a 3- and a
-//! 1,000-instance service (UDP without EDNS, so truncated, and TCP, complete), a negative
-//! answer, and one full UDP round trip on loopback through the real server loop.
+//! Hot-path benchmarks, step by step: request parsing, name classification, the snapshot
+//! lookup, then whole answers for a 3-, 1,000- and 5,000-instance service (UDP without EDNS,
+//! so truncated, and TCP, complete), a negative answer, and one full UDP round trip on
+//! loopback through the real server loop. Snapshot building is measured too (1,000 × 3).
 
 use std::hint::black_box;
 use std::net::UdpSocket;
@@ -74,29 +75,37 @@ fn settings() -> Settings {
     Settings::new(DomainName::new("consul.").unwrap())
 }
 
-fn bench_classify(c: &mut Criterion) {
+fn bench_steps(c: &mut Criterion) {
     let domain = DomainName::new("consul.").unwrap();
-    let mut group = c.benchmark_group("classify");
+    let snap = snapshot(&catalog(1000, 3));
+    let mut group = c.benchmark_group("step");
+    let srv = query("svc1.service.consul", wire::rtype::SRV);
+    group.bench_function("parse", |b| b.iter(|| Request::parse(black_box(&srv)).unwrap().qtype));
     for (label, name, qtype) in [
-        ("service", "svc1.service.consul", wire::rtype::SRV),
-        ("tag_dc", "primary.svc1.service.dc1.consul", wire::rtype::A),
-        ("rfc2782", "_svc1._tcp.service.consul", wire::rtype::SRV),
-        ("outside", "www.example.com", wire::rtype::A),
+        ("classify_service", "svc1.service.consul", wire::rtype::SRV),
+        ("classify_tag_dc", "primary.svc1.service.dc1.consul", wire::rtype::A),
+        ("classify_rfc2782", "_svc1._tcp.service.consul", wire::rtype::SRV),
+        ("classify_outside", "www.example.com", wire::rtype::A),
     ] {
         let packet = query(name, qtype);
-        group.bench_function(label, |b| {
-            b.iter(|| {
-                let req = Request::parse(black_box(&packet)).unwrap();
-                black_box(classify(req.name(), req.qtype, &[&domain]).query == consul_dns::dns::name::Query::Apex)
-            })
-        });
+        let req = Request::parse(&packet).unwrap();
+        group.bench_function(label, |b| b.iter(|| classify(black_box(req.name()), req.qtype, &[&domain]).domain_offset));
     }
+    group.bench_function("lookup", |b| {
+        b.iter(|| snap.datacenter(None).and_then(|dc| dc.services.get(black_box(&b"svc1"[..]))).is_some())
+    });
     group.finish();
+}
+
+fn bench_build(c: &mut Criterion) {
+    let data = catalog(1000, 3);
+    c.bench_function("snapshot_build_1000x3", |b| b.iter(|| snapshot(black_box(&data)).counts().instances));
 }
 
 fn bench_answer(c: &mut Criterion) {
     let small = snapshot(&catalog(1000, 3));
     let large = snapshot(&catalog(1, 1000));
+    let huge = snapshot(&catalog(1, 5000));
     let settings = settings();
     let mut scratch = Scratch::with_seed(1);
     let mut out = Vec::with_capacity(65535);
@@ -108,6 +117,8 @@ fn bench_answer(c: &mut Criterion) {
         ("srv_1000_udp_truncated", &large, query("svc0.service.consul", wire::rtype::SRV), Transport::Udp),
         ("srv_1000_tcp", &large, query("svc0.service.consul", wire::rtype::SRV), Transport::Tcp),
         ("a_1000_tcp", &large, query("svc0.service.consul", wire::rtype::A), Transport::Tcp),
+        ("srv_5000_udp_truncated", &huge, query("svc0.service.consul", wire::rtype::SRV), Transport::Udp),
+        ("srv_5000_tcp", &huge, query("svc0.service.consul", wire::rtype::SRV), Transport::Tcp),
     ];
     for (label, snap, packet, transport) in cases {
         group.bench_function(label, |b| {
@@ -144,5 +155,5 @@ fn bench_round_trip(c: &mut Criterion) {
     runtime.block_on(running.stop());
 }
 
-criterion_group!(benches, bench_classify, bench_answer, bench_round_trip);
+criterion_group!(benches, bench_steps, bench_answer, bench_build, bench_round_trip);
 criterion_main!(benches);
