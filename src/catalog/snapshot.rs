@@ -145,6 +145,9 @@ pub struct Snapshot {
     serial: u32,
     synced: bool,
     local_dc: Box<[u8]>,
+    /// The local datacenter, also in `datacenters`: most questions name no DC, and this spares
+    /// them a hash lookup.
+    local: Option<Arc<Datacenter>>,
     datacenters: Map<Box<[u8]>, Arc<Datacenter>>,
     reverse: Map<IpAddr, Pointer>,
     name_servers: Box<[NameServer]>,
@@ -165,6 +168,7 @@ impl Snapshot {
             serial: 0,
             synced,
             local_dc,
+            local: None,
             datacenters: Map::default(),
             reverse: Map::default(),
             name_servers: Box::new([]),
@@ -214,12 +218,17 @@ impl Snapshot {
             snapshot.reverse = reverse_map(data, dc, &local);
         }
         snapshot.datacenters = dcs.into_iter().map(|(k, v)| (k.as_bytes().into(), Arc::new(v))).collect();
+        snapshot.local = snapshot.datacenters.get(&snapshot.local_dc).cloned();
         snapshot
     }
 
     /// The datacenter a question names (`None` = the local one); `None` if unknown (S2.11).
     pub fn datacenter(&self, name: Option<&[u8]>) -> Option<&Datacenter> {
-        self.datacenters.get(name.unwrap_or(&self.local_dc)).map(|dc| &**dc)
+        match name {
+            None => self.local.as_deref(),
+            Some(name) if *name == *self.local_dc => self.local.as_deref(),
+            Some(name) => self.datacenters.get(name).map(|dc| &**dc),
+        }
     }
 
     /// What an address in the local datacenter reverse-maps to (S3.8).

@@ -26,7 +26,7 @@ pub struct Request<'p> {
     pub qclass: u16,
     /// The OPT record, if the query had one.
     pub edns: Option<Edns>,
-    name: LowerName,
+    name: &'p LowerName,
 }
 
 /// What the client said in its OPT record.
@@ -56,13 +56,23 @@ pub struct ClientSubnet {
     pub address_len: u8,
 }
 
-/// The question name lower-cased as dotted text, with label spans (`user.service.consul`).
+/// The question name lower-cased as dotted text, with label offsets (`user.service.consul`).
+///
+/// A buffer the caller owns and [`Request::parse`] fills, so the request itself stays small:
+/// nothing of this size is moved per query.
 #[derive(Clone)]
 pub struct LowerName {
     text: [u8; MAX_NAME_LEN],
     len: u8,
-    spans: [(u8, u8); MAX_LABELS],
+    starts: [u8; MAX_LABELS],
     labels: u8,
+    dotted_label: bool,
+}
+
+impl Default for LowerName {
+    fn default() -> Self {
+        LowerName::new()
+    }
 }
 
 impl std::fmt::Debug for LowerName {
@@ -72,6 +82,11 @@ impl std::fmt::Debug for LowerName {
 }
 
 impl LowerName {
+    /// An empty buffer.
+    pub const fn new() -> LowerName {
+        LowerName { text: [0; MAX_NAME_LEN], len: 0, starts: [0; MAX_LABELS], labels: 0, dotted_label: false }
+    }
+
     /// The dotted text without a trailing dot; empty for the root.
     pub fn text(&self) -> &[u8] {
         &self.text[..self.len as usize]
@@ -82,16 +97,19 @@ impl LowerName {
         self.labels as usize
     }
 
+    fn end(&self, i: usize) -> usize {
+        if i + 1 < self.labels as usize { self.starts[i + 1] as usize - 1 } else { self.len as usize }
+    }
+
     /// Label `i` (0 = leftmost).
     pub fn label(&self, i: usize) -> &[u8] {
-        let (start, len) = self.spans[i];
-        &self.text[start as usize..start as usize + len as usize]
+        &self.text[self.starts[i] as usize..self.end(i)]
     }
 
     /// Offset of label `i` in the dotted text, which is also the offset of its length byte in
     /// the wire-format name.
     pub fn label_offset(&self, i: usize) -> usize {
-        self.spans[i].0 as usize
+        self.starts[i] as usize
     }
 
     /// The dotted text of labels `from..to` (e.g. a dotted tag or node name).
@@ -99,9 +117,12 @@ impl LowerName {
         if from >= to {
             return &[];
         }
-        let start = self.spans[from].0 as usize;
-        let (last, len) = self.spans[to - 1];
-        &self.text[start..last as usize + len as usize]
+        &self.text[self.starts[from] as usize..self.end(to - 1)]
+    }
+
+    /// Does some label contain a literal dot (which no name in a catalog can)?
+    pub fn has_dotted_label(&self) -> bool {
+        self.dotted_label
     }
 }
 
@@ -123,7 +144,7 @@ impl<'p> Request<'p> {
     /// Screens and parses a query packet (S1.3): QR=1 or a runt is dropped, an opcode other than
     /// QUERY is NOTIMP (NOTIFY included, S15), QDCOUNT ≠ 1 or more than one answer/authority
     /// record or two additional records is FORMERR, as is anything malformed.
-    pub fn parse(packet: &'p [u8]) -> Result<Request<'p>, Rejection> {
+    pub fn parse(packet: &'p [u8], name: &'p mut LowerName) -> Result<Request<'p>, Rejection> {
         if packet.len() < HEADER_LEN {
             return Err(Rejection::Drop);
         }
@@ -136,7 +157,7 @@ impl<'p> Request<'p> {
         if counts[0] != 1 {
             return Err(formerr);
         }
-        let (name, name_end) = parse_question_name(packet).ok_or(formerr)?;
+        let name_end = parse_question_name(packet, name).ok_or(formerr)?;
         let question_end = name_end + 4;
         if packet.len() < question_end {
             return Err(formerr);
@@ -162,8 +183,8 @@ impl<'p> Request<'p> {
     }
 
     /// The question name, lower-cased, as dotted text with label spans.
-    pub fn name(&self) -> &LowerName {
-        &self.name
+    pub fn name(&self) -> &'p LowerName {
+        self.name
     }
 
     /// Wire length of the question name (root byte included).
@@ -172,12 +193,13 @@ impl<'p> Request<'p> {
     }
 }
 
-/// Reads the question name at offset 12: no compression (nothing precedes it to point at), at
-/// most 255 bytes. Returns it lower-cased and where it ends.
-fn parse_question_name(packet: &[u8]) -> Option<(LowerName, usize)> {
-    let mut name = LowerName { text: [0; MAX_NAME_LEN], len: 0, spans: [(0, 0); MAX_LABELS], labels: 0 };
+/// Reads the question name at offset 12 into `name`: no compression (nothing precedes it to
+/// point at), at most 255 bytes. Returns where it ends. The dotted text is the wire name
+/// after its first length byte, lower-cased, with the other length bytes turned into dots
+/// (labels are at most 63 bytes, so lower-casing leaves length bytes alone).
+fn parse_question_name(packet: &[u8], name: &mut LowerName) -> Option<usize> {
     let mut at = HEADER_LEN;
-    let mut out = 0usize;
+    let mut labels = 0;
     loop {
         let len = *packet.get(at)? as usize;
         if len == 0 {
@@ -186,21 +208,24 @@ fn parse_question_name(packet: &[u8]) -> Option<(LowerName, usize)> {
         if len > wire::MAX_LABEL_LEN || at - HEADER_LEN + 1 + len + 1 > MAX_NAME_LEN {
             return None; // compression pointer, reserved label type, or too long
         }
-        let label = packet.get(at + 1..at + 1 + len)?;
-        if name.labels > 0 {
-            name.text[out] = b'.';
-            out += 1;
-        }
-        name.spans[name.labels as usize] = (out as u8, len as u8);
-        for (dst, src) in name.text[out..out + len].iter_mut().zip(label) {
-            *dst = src.to_ascii_lowercase();
-        }
-        out += len;
-        name.labels += 1;
+        name.starts[labels] = (at - HEADER_LEN) as u8;
+        labels += 1;
         at += 1 + len;
     }
-    name.len = out as u8;
-    Some((name, at + 1))
+    let text_len = (at - HEADER_LEN).saturating_sub(1);
+    let text = &mut name.text[..text_len];
+    if text_len > 0 {
+        text.copy_from_slice(&packet[HEADER_LEN + 1..at]);
+    }
+    text.make_ascii_lowercase();
+    let dots_inside = text.iter().filter(|&&b| b == b'.').count();
+    for &start in &name.starts[1..labels.max(1)] {
+        text[start as usize - 1] = b'.';
+    }
+    name.len = text_len as u8;
+    name.labels = labels as u8;
+    name.dotted_label = dots_inside > 0;
+    Some(at + 1)
 }
 
 /// Walks the answer and authority records (skipped) and the additional ones, returning the OPT
@@ -315,10 +340,27 @@ pub(crate) mod tests {
         p
     }
 
+    /// Parses with a fresh name buffer (tests only: the buffer lives as long as the test).
+    pub(crate) fn parse(packet: &[u8]) -> Result<Request<'_>, Rejection> {
+        Request::parse(packet, Box::leak(Box::new(LowerName::new())))
+    }
+
+    #[test]
+    fn dotted_labels_are_noticed() {
+        let mut packet = query("a.b.consul", rtype::A, None);
+        packet[13] = b'.'; // the label "a" becomes "."
+        let mut name = LowerName::new();
+        let req = Request::parse(&packet, &mut name).unwrap();
+        assert!(req.name().has_dotted_label());
+        let plain = query("a.b.consul", rtype::A, None);
+        assert!(!parse(&plain).unwrap().name().has_dotted_label());
+    }
+
     #[test]
     fn parses_question_lowercase_with_spans() {
         let packet = query("UsEr.SeRvIcE.CoNsUl.", rtype::SRV, None);
-        let req = Request::parse(&packet).unwrap();
+        let mut name = LowerName::new();
+        let req = Request::parse(&packet, &mut name).unwrap();
         assert_eq!(req.id, 0x1234);
         assert_eq!(req.qtype, rtype::SRV);
         assert_eq!(req.qclass, 1);
@@ -335,7 +377,8 @@ pub(crate) mod tests {
     #[test]
     fn root_name_has_no_labels() {
         let packet = query(".", rtype::NS, None);
-        let req = Request::parse(&packet).unwrap();
+        let mut name = LowerName::new();
+        let req = Request::parse(&packet, &mut name).unwrap();
         assert_eq!(req.name().label_count(), 0);
         assert_eq!(req.name().text(), b"");
     }
@@ -347,44 +390,44 @@ pub(crate) mod tests {
 
         let mut response = ok.clone();
         response[2] |= 0x80;
-        assert_eq!(Request::parse(&response).unwrap_err(), Rejection::Drop);
-        assert_eq!(Request::parse(&ok[..11]).unwrap_err(), Rejection::Drop);
+        assert_eq!(parse(&response).unwrap_err(), Rejection::Drop);
+        assert_eq!(parse(&ok[..11]).unwrap_err(), Rejection::Drop);
 
         let mut notify = ok.clone();
         notify[2] |= 4 << 3;
         let qlen = ok.len() - HEADER_LEN;
-        assert_eq!(Request::parse(&notify).unwrap_err(), Rejection::Reply { rcode: rcode::NOTIMP, question_len: qlen });
+        assert_eq!(parse(&notify).unwrap_err(), Rejection::Reply { rcode: rcode::NOTIMP, question_len: qlen });
 
         let mut two_questions = ok.clone();
         two_questions[5] = 2;
-        assert_eq!(Request::parse(&two_questions).map(|_| ()), formerr(0).map(|_: ()| ()));
+        assert_eq!(parse(&two_questions).map(|_| ()), formerr(0).map(|_: ()| ()));
 
         let mut no_question = ok.clone();
         no_question[5] = 0;
-        assert!(Request::parse(&no_question).is_err());
+        assert!(parse(&no_question).is_err());
 
         let mut many_additional = ok.clone();
         many_additional[11] = 3;
-        assert_eq!(Request::parse(&many_additional).map(|_| ()), formerr(qlen).map(|_: ()| ()));
+        assert_eq!(parse(&many_additional).map(|_| ()), formerr(qlen).map(|_: ()| ()));
 
         let mut truncated_question = ok.clone();
         truncated_question.truncate(ok.len() - 3);
-        assert_eq!(Request::parse(&truncated_question).map(|_| ()), formerr(0).map(|_: ()| ()));
+        assert_eq!(parse(&truncated_question).map(|_| ()), formerr(0).map(|_: ()| ()));
     }
 
     #[test]
     fn compressed_question_name_is_formerr() {
         let mut packet = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 0x0C, 0, 1, 0, 1];
-        assert!(Request::parse(&packet).is_err());
+        assert!(parse(&packet).is_err());
         packet[12] = 0x40; // reserved label type
-        assert!(Request::parse(&packet).is_err());
+        assert!(parse(&packet).is_err());
     }
 
     #[test]
     fn parses_edns_and_client_subnet() {
         let ecs = [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2];
         let packet = query("a.consul", rtype::A, Some((4096, 0, &ecs)));
-        let edns = Request::parse(&packet).unwrap().edns.unwrap();
+        let edns = parse(&packet).unwrap().edns.unwrap();
         assert_eq!(edns.udp_size, 4096);
         assert_eq!(edns.version, 0);
         let subnet = edns.client_subnet.unwrap();
@@ -397,21 +440,21 @@ pub(crate) mod tests {
         let bad_ecs = [0, 8, 0, 4, 0, 1, 24, 0]; // prefix 24 but no address bytes
         let packet = query("a.consul", rtype::A, Some((4096, 0, &bad_ecs)));
         assert!(matches!(
-            Request::parse(&packet),
+            parse(&packet),
             Err(Rejection::Reply { rcode: rcode::FORMERR, question_len }) if question_len > 0
         ));
         let mut two_opts = query("a.consul", rtype::A, Some((1232, 0, &[])));
         let opt = two_opts[two_opts.len() - 11..].to_vec();
         two_opts.extend_from_slice(&opt);
         two_opts[11] = 2;
-        assert!(Request::parse(&two_opts).is_err());
+        assert!(parse(&two_opts).is_err());
     }
 
     #[test]
     fn never_panics_on_prefixes_of_a_valid_packet() {
         let packet = query("user.service.consul", rtype::SRV, Some((1232, 0, &[0, 8, 0, 5, 0, 1, 8, 0, 10])));
         for end in 0..packet.len() {
-            let _ = Request::parse(&packet[..end]);
+            let _ = parse(&packet[..end]);
         }
     }
 }

@@ -150,7 +150,7 @@ fn outside(name: &LowerName) -> Query<'_> {
 
 /// Finds the kind keyword scanning right to left (S2.2), or an `_` label for SRV (S2.3).
 fn in_domain(name: &LowerName, end: usize, qtype: u16) -> Query<'_> {
-    if (0..end).any(|i| name.label(i).contains(&b'.')) {
+    if name.has_dotted_label() {
         return Query::NotFound; // a literal dot inside a label never names anything we hold
     }
     for i in (0..end).rev() {
@@ -264,12 +264,12 @@ fn reverse_address(name: &LowerName) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::message::{Request, tests::query};
+    use crate::dns::message::tests::query;
     use ServiceKind::*;
 
     fn check(name: &str, qtype: u16, want: Query<'_>) {
         let packet = query(name, qtype, None);
-        let req = Request::parse(&packet).unwrap();
+        let req = crate::dns::message::tests::parse(&packet).unwrap();
         let consul = DomainName::new("consul.").unwrap();
         let alt = DomainName::new("test.consul").unwrap();
         let got = classify(req.name(), qtype, &[&consul, &alt]).query;
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn domain_offset_points_at_the_matched_domain() {
         let packet = query("web.service.test.consul", rtype::A, None);
-        let req = Request::parse(&packet).unwrap();
+        let req = crate::dns::message::tests::parse(&packet).unwrap();
         let consul = DomainName::new("consul").unwrap();
         let alt = DomainName::new("test.consul").unwrap();
         assert_eq!(classify(req.name(), rtype::A, &[&consul, &alt]).domain_offset, 12);

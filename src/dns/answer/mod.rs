@@ -13,7 +13,7 @@ mod writer;
 use crate::catalog::Snapshot;
 use crate::dns::Settings;
 use crate::dns::acl::Access;
-use crate::dns::message::{Rejection, Request};
+use crate::dns::message::{LowerName, Rejection, Request};
 use crate::dns::name::{DomainName, Query, classify};
 use crate::wire::{CLASS_IN, CLASSIC_UDP_LEN, MAX_MESSAGE_LEN, flag, rcode, rtype};
 use writer::{Section, Soa, Writer};
@@ -107,7 +107,8 @@ pub fn respond(
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Action {
-    match Request::parse(packet) {
+    let mut name = LowerName::new();
+    match Request::parse(packet, &mut name) {
         Ok(req) => answer(&req, snapshot, settings, transport, client, scratch, out),
         Err(Rejection::Drop) => Action::Ignore,
         Err(Rejection::Reply { rcode, question_len }) => {

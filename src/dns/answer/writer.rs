@@ -106,8 +106,7 @@ impl<'o> Writer<'o> {
     /// Appends a record whose RDATA is given whole. Returns the RDATA's offset. The caller
     /// checks [`Writer::room`] first where truncation matters.
     pub fn record(&mut self, section: Section, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) -> usize {
-        self.owner(owner);
-        self.fixed(rtype, ttl, rdata.len());
+        put_head(self.out, owner, self.domain_at, rtype, ttl, rdata.len());
         let at = self.out.len();
         self.out.extend_from_slice(rdata);
         self.counts[section as usize] += 1;
@@ -116,8 +115,7 @@ impl<'o> Writer<'o> {
 
     /// Appends a record whose RDATA is the concatenation of `parts` (uncompressed names).
     pub fn record_parts(&mut self, section: Section, owner: Owner<'_>, rtype: u16, ttl: u32, parts: &[&[u8]]) {
-        self.owner(owner);
-        self.fixed(rtype, ttl, parts.iter().map(|p| p.len()).sum());
+        put_head(self.out, owner, self.domain_at, rtype, ttl, parts.iter().map(|p| p.len()).sum());
         for part in parts {
             self.out.extend_from_slice(part);
         }
@@ -127,8 +125,7 @@ impl<'o> Writer<'o> {
     /// Appends an NS record owned by the question (the apex) whose target is `labels` + the
     /// response domain. Returns the target's offset, for its glue.
     pub fn ns(&mut self, section: Section, labels: &[u8], ttl: u32) -> usize {
-        self.owner(Owner::Question);
-        self.fixed(rtype::NS, ttl, labels.len() + self.domain_len());
+        put_head(self.out, Owner::Question, self.domain_at, rtype::NS, ttl, labels.len() + self.domain_len());
         let at = self.name(labels);
         self.counts[section as usize] += 1;
         at
@@ -138,22 +135,7 @@ impl<'o> Writer<'o> {
     /// while answers are still being added). Pointers are message offsets, so `buf` must be
     /// appended right after the records already in the message.
     pub fn record_into(&self, buf: &mut Vec<u8>, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: &[u8]) {
-        match owner {
-            Owner::Question => buf.extend_from_slice(&PTR_TO_QNAME),
-            Owner::At(at) => wire::push_pointer(at, buf),
-            Owner::Relative(first, second) => {
-                buf.extend_from_slice(first);
-                buf.extend_from_slice(second);
-                match self.domain_at {
-                    Some(domain) => wire::push_pointer(domain, buf),
-                    None => buf.push(0),
-                }
-            }
-        }
-        wire::push_u16(rtype, buf);
-        wire::push_u16(CLASS_IN, buf);
-        wire::push_u32(ttl, buf);
-        wire::push_u16(rdata.len() as u16, buf);
+        put_head(buf, owner, self.domain_at, rtype, ttl, rdata.len());
         buf.extend_from_slice(rdata);
     }
 
@@ -178,8 +160,7 @@ impl<'o> Writer<'o> {
     ) -> usize {
         let domain = if relative { self.domain_bytes(question) } else { &[][..] };
         let rdlen = 6 + parts.iter().map(|p| p.len()).sum::<usize>() + domain.len();
-        self.owner(owner);
-        self.fixed(rtype::SRV, ttl, rdlen);
+        put_head(self.out, owner, self.domain_at, rtype::SRV, ttl, rdlen);
         self.out.extend_from_slice(fixed);
         let at = self.out.len();
         for part in parts {
@@ -210,24 +191,6 @@ impl<'o> Writer<'o> {
         at
     }
 
-    fn owner(&mut self, owner: Owner<'_>) {
-        match owner {
-            Owner::Question => self.out.extend_from_slice(&PTR_TO_QNAME),
-            Owner::At(at) => wire::push_pointer(at, self.out),
-            Owner::Relative(first, second) => {
-                self.out.extend_from_slice(first);
-                self.name(second);
-            }
-        }
-    }
-
-    fn fixed(&mut self, rtype: u16, ttl: u32, rdlen: usize) {
-        wire::push_u16(rtype, self.out);
-        wire::push_u16(CLASS_IN, self.out);
-        wire::push_u32(ttl, self.out);
-        wire::push_u16(rdlen as u16, self.out);
-    }
-
     /// Appends raw bytes already laid out as records (the additional section built aside).
     pub fn append_records(&mut self, section: Section, bytes: &[u8], count: u16) {
         self.out.extend_from_slice(bytes);
@@ -242,7 +205,7 @@ impl<'o> Writer<'o> {
             None => self.out.extend_from_slice(soa.domain_wire),
         }
         let rdlen_at = self.out.len() + 8;
-        self.fixed(rtype::SOA, soa.negative_ttl, 0);
+        self.out.extend_from_slice(&fixed_fields(rtype::SOA, soa.negative_ttl, 0));
         let rdata_at = self.out.len();
         let domain_ptr = self.domain_at.unwrap_or(owner_at);
         self.out.extend_from_slice(b"\x02ns");
@@ -280,6 +243,42 @@ impl<'o> Writer<'o> {
             wire::write_u16(out, 10, additional);
         }
     }
+}
+
+/// Type, class IN, TTL and RDLENGTH as one array, so a record head is one copy, not four.
+fn fixed_fields(rtype: u16, ttl: u32, rdlen: usize) -> [u8; RR_FIXED] {
+    let [t0, t1] = rtype.to_be_bytes();
+    let [c0, c1] = CLASS_IN.to_be_bytes();
+    let [a, b, c, d] = ttl.to_be_bytes();
+    let [l0, l1] = (rdlen as u16).to_be_bytes();
+    [t0, t1, c0, c1, a, b, c, d, l0, l1]
+}
+
+/// Writes a record's owner and fixed fields. Pointer owners (nearly all of them) go out as one
+/// 12-byte copy; a relative owner is its labels then a pointer to the response domain
+/// (`domain_at`), or the root outside the domain.
+fn put_head(buf: &mut Vec<u8>, owner: Owner<'_>, domain_at: Option<usize>, rtype: u16, ttl: u32, rdlen: usize) {
+    let pointer = match owner {
+        Owner::Question => PTR_TO_QNAME,
+        Owner::At(at) => {
+            debug_assert!(at < 0x4000);
+            (0xC000 | at as u16).to_be_bytes()
+        }
+        Owner::Relative(first, second) => {
+            buf.extend_from_slice(first);
+            buf.extend_from_slice(second);
+            match domain_at {
+                Some(domain) => wire::push_pointer(domain, buf),
+                None => buf.push(0),
+            }
+            buf.extend_from_slice(&fixed_fields(rtype, ttl, rdlen));
+            return;
+        }
+    };
+    let mut head = [0u8; 2 + RR_FIXED];
+    head[..2].copy_from_slice(&pointer);
+    head[2..].copy_from_slice(&fixed_fields(rtype, ttl, rdlen));
+    buf.extend_from_slice(&head);
 }
 
 /// What an SOA record needs besides the domain.

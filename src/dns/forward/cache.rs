@@ -268,7 +268,7 @@ mod tests {
     }
 
     fn key_of(packet: &[u8]) -> Vec<u8> {
-        key(&Request::parse(packet).unwrap()).unwrap()
+        key(&crate::dns::message::tests::parse(packet).unwrap()).unwrap()
     }
 
     fn ttls(packet: &[u8]) -> Vec<u32> {
@@ -291,7 +291,7 @@ mod tests {
         let mut again = query_msg("kong-DATABASE.", RecordType::A, false);
         again.metadata.id = 7;
         let packet = bytes(&again);
-        let req = Request::parse(&packet).unwrap();
+        let req = crate::dns::message::tests::parse(&packet).unwrap();
         let mut out = Vec::new();
         assert!(cache.get(&key_of(&packet), &req, t0 + Duration::from_millis(30_500), &mut out));
         let msg = Message::from_vec(&out).unwrap();
@@ -327,7 +327,7 @@ mod tests {
         let nx = reply(&q, ResponseCode::NXDomain, vec![], vec![soa(3600, 20)]);
         assert!(cache.insert(key_of(&bytes(&q)), &nx, t0));
         let packet = bytes(&q);
-        let req = Request::parse(&packet).unwrap();
+        let req = crate::dns::message::tests::parse(&packet).unwrap();
         let mut out = Vec::new();
         assert!(cache.get(&key_of(&packet), &req, t0 + Duration::from_secs(19), &mut out));
         assert!(!cache.get(&key_of(&packet), &req, t0 + Duration::from_secs(20), &mut out), "min(SOA TTL, MINIMUM)");
@@ -368,7 +368,7 @@ mod tests {
         let packet = bytes(&q);
         let day = reply(&q, ResponseCode::NoError, vec![a("example.com.", 86_400, [192, 0, 2, 1])], vec![]);
         cache.insert(key_of(&packet), &day, t0);
-        let req = Request::parse(&packet).unwrap();
+        let req = crate::dns::message::tests::parse(&packet).unwrap();
         let mut out = Vec::new();
         let cap = Duration::from_secs(u64::from(MAX_TTL));
         assert!(cache.get(&key_of(&packet), &req, t0 + cap - Duration::from_secs(1), &mut out));
@@ -400,7 +400,7 @@ mod tests {
         );
         assert_eq!(cache.len(), 3);
         let hit = |cache: &mut Cache, (k, p): &(Vec<u8>, Vec<u8>)| {
-            cache.get(k, &Request::parse(p).unwrap(), t0 + Duration::from_secs(1), &mut Vec::new())
+            cache.get(k, &crate::dns::message::tests::parse(p).unwrap(), t0 + Duration::from_secs(1), &mut Vec::new())
         };
         assert!(!hit(&mut cache, &keys[1]), "the entry closest to expiry made room");
         assert!(hit(&mut cache, &keys[0]) && hit(&mut cache, &keys[2]));
@@ -415,7 +415,7 @@ mod tests {
         );
         assert_eq!(cache.len(), 3);
         let live = |cache: &mut Cache, (k, p): &(Vec<u8>, Vec<u8>)| {
-            cache.get(k, &Request::parse(p).unwrap(), later, &mut Vec::new())
+            cache.get(k, &crate::dns::message::tests::parse(p).unwrap(), later, &mut Vec::new())
         };
         assert!(live(&mut cache, &keys[2]), "n2 (TTL 100) survives");
     }
@@ -445,6 +445,6 @@ mod tests {
         let subnet = hickory_proto::rr::rdata::opt::ClientSubnet::new("192.0.2.0".parse().unwrap(), 24, 0);
         q.edns.as_mut().unwrap().options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Subnet(subnet));
         let packet = bytes(&q);
-        assert_eq!(key(&Request::parse(&packet).unwrap()), None);
+        assert_eq!(key(&crate::dns::message::tests::parse(&packet).unwrap()), None);
     }
 }

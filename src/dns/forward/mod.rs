@@ -39,7 +39,7 @@ use tracing::debug;
 
 use crate::dns::Settings;
 use crate::dns::answer::{self, Transport};
-use crate::dns::message::Request;
+use crate::dns::message::{LowerName, Request};
 use crate::wire::{self, flag, rcode};
 use cache::Cache;
 
@@ -138,7 +138,8 @@ impl Forwarder {
     /// the upstreams of `settings`; SERVFAIL when none answers. `out` is left empty only for
     /// a packet that does not parse as a query, which `respond` never hands over.
     pub async fn resolve(&self, query: &[u8], transport: Transport, settings: &Settings, out: &mut Vec<u8>) {
-        let Ok(req) = Request::parse(query) else { return out.clear() };
+        let mut name = LowerName::new();
+        let Ok(req) = Request::parse(query, &mut name) else { return out.clear() };
         let key = cache::key(&req);
         if let Some(key) = &key {
             let hit = self.cache().get(key, &req, std::time::Instant::now(), out);
