@@ -42,6 +42,10 @@ pub struct BuildOptions {
 pub struct ServiceRecords {
     /// TTL of every record of this service (S6.2).
     pub ttl: u32,
+    /// Bit 0: every instance gives a distinct SRV record; bit `1 + f`: every instance gives a
+    /// distinct IP record for family `f`. Then the whole instance list is the candidate list
+    /// and the answer path skips filtering it (the usual case).
+    pub uniform: u8,
     /// Eligible instances, catalog order.
     pub instances: Box<[PreparedInstance]>,
     /// Distinct tags, lower-cased; tag `i < 64` is bit `i` of an instance's `tag_bits`.
@@ -341,8 +345,15 @@ pub fn build_service(
         instances.push(prepared);
     }
     mark_duplicates(&mut instances);
+    let mut uniform = u8::from(instances.iter().all(|i| i.flags & flags::SRV_DUP == 0));
+    for family in FAMILIES {
+        let f = family as u16;
+        let distinct_ips = instances.iter().all(|i| i.has_ip(family) && i.flags & (flags::ADDR_DUP << f) == 0);
+        uniform |= u8::from(distinct_ips) << (1 + f);
+    }
     ServiceRecords {
         ttl,
+        uniform,
         instances: instances.into(),
         tags: tags.into(),
         extra_tags: (!extra_tags.is_empty()).then(|| extra_tags.into()),

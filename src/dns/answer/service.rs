@@ -54,20 +54,22 @@ fn candidates<'r, K: PartialEq + std::hash::Hash + Eq>(
     scratch: &mut Scratch,
     records: &'r ServiceRecords,
     filter: Option<&TagFilter<'_>>,
+    uniform_bit: u8,
     wanted: impl Fn(&PreparedInstance) -> bool,
     dup_flag: u16,
     key: impl Fn(&'r PreparedInstance) -> K,
 ) {
     scratch.order.clear();
     let instances = &records.instances;
+    let count = instances.len() as u32;
     match filter {
+        None if records.uniform & uniform_bit != 0 => scratch.order.extend(0..count),
         None => scratch.order.extend(
-            (0..instances.len() as u32)
-                .filter(|&i| wanted(&instances[i as usize]) && instances[i as usize].flags & dup_flag == 0),
+            (0..count).filter(|&i| wanted(&instances[i as usize]) && instances[i as usize].flags & dup_flag == 0),
         ),
         Some(filter) => {
             scratch.order.extend(
-                (0..instances.len() as u32)
+                (0..count)
                     .filter(|&i| wanted(&instances[i as usize]) && filter.admits(i as usize, &instances[i as usize])),
             );
             dedup(&mut scratch.order, |i| key(&instances[i as usize]));
@@ -105,9 +107,9 @@ fn addresses(
 ) -> Reply {
     let dup_flag = flags::ADDR_DUP << family as u16;
     let key = |inst: &PreparedInstance| inst.address(family).cloned();
-    candidates(scratch, records, filter, |i| i.has_ip(family), dup_flag, key);
+    candidates(scratch, records, filter, 2 << family as u8, |i| i.has_ip(family), dup_flag, key);
     if scratch.order.is_empty() {
-        candidates(scratch, records, filter, |i| i.has_host(family), dup_flag, key);
+        candidates(scratch, records, filter, 0, |i| i.has_host(family), dup_flag, key);
         if scratch.order.is_empty() {
             return negative(ctx, w, rcode::NOERROR);
         }
@@ -150,7 +152,7 @@ fn srv(
     dc: &Datacenter,
     filter: Option<&TagFilter<'_>>,
 ) -> Reply {
-    candidates(scratch, records, filter, |_| true, flags::SRV_DUP, PreparedInstance::srv_key);
+    candidates(scratch, records, filter, 1, |_| true, flags::SRV_DUP, PreparedInstance::srv_key);
     scratch.glue.clear();
     let question = ctx.req.question;
     let meta_txt = ctx.snapshot.options().node_meta_txt;

@@ -679,3 +679,18 @@ fn forwarded_query_with_opt_gets_servfail_with_opt_ready() {
     assert_eq!(action, Action::Forward);
     assert_eq!(decode(out).edns_size, Some(1232));
 }
+
+#[test]
+fn s3_4_s3_5_duplicates_collapse_but_tag_filters_still_see_the_second_twin() {
+    use Health::Passing;
+    let mut data = catalog();
+    data.instances.push(instance("twin", "twin-1", "node1", None, 7000, &["a"], Passing));
+    data.instances.push(instance("twin", "twin-2", "node1", None, 7000, &["b"], Passing));
+    data.instances.push(instance("twin", "twin-3", "node2", None, 7001, &["b"], Passing));
+    let mut f = Fixture::with(data, options(), settings());
+    assert_eq!(f.ask_edns("twin.service.consul", rtype::A, 1232).answer.len(), 2, "one A per address");
+    assert_eq!(f.ask_edns("twin.service.consul", rtype::SRV, 1232).answer.len(), 2, "one SRV per target+port");
+    let b = f.ask_edns("b.twin.service.consul", rtype::SRV, 1232);
+    assert_eq!(b.answer.len(), 2, "twin-2 is answered although its twin twin-1 lacks tag b: {:?}", b.answer);
+    assert_eq!(f.ask_edns("a.twin.service.consul", rtype::A, 1232).answer, ["a.twin.service.consul. 5 IN A 10.0.0.1"]);
+}
