@@ -89,7 +89,8 @@ fn bench_steps(c: &mut Criterion) {
     ] {
         let packet = query(name, qtype);
         let req = Request::parse(&packet).unwrap();
-        group.bench_function(label, |b| b.iter(|| classify(black_box(req.name()), req.qtype, &[&domain]).domain_offset));
+        group
+            .bench_function(label, |b| b.iter(|| classify(black_box(req.name()), req.qtype, &[&domain]).domain_offset));
     }
     group.bench_function("lookup", |b| {
         b.iter(|| snap.datacenter(None).and_then(|dc| dc.services.get(black_box(&b"svc1"[..]))).is_some())
