@@ -18,6 +18,7 @@ pub const MAX_SECONDS: u64 = 300;
 /// is unreliable. libc is *not* listed, unlike pprof-rs's example: since glibc 2.34 it holds
 /// pthread too, the UDP workers spend most of their time in system calls made through it, and
 /// its `dl_iterate_phdr` lock is recursive; listing it would drop most samples.
+#[cfg(feature = "pprof")]
 const BLOCKLIST: &[&str] = &["libgcc", "ld-linux", "linux-vdso"];
 
 /// Why no profile was made.
