@@ -1,14 +1,17 @@
-//! Wiring: build the first snapshot, bind the sockets, start the DNS workers and the backend,
-//! then react to signals (SIGHUP reloads, SIGTERM/SIGINT stop).
+//! Wiring: build the first snapshot, bind the sockets, start the DNS workers, the HTTP
+//! listener and the backend, then react to signals (SIGHUP reloads, SIGTERM/SIGINT stop:
+//! readiness fails at once, TCP connections drain within `server::TCP_DRAIN`, then the
+//! backend and the HTTP listener stop).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::backend::file;
 use crate::catalog::Catalog;
@@ -17,7 +20,9 @@ use crate::dns::Settings;
 use crate::dns::forward::Forwarder;
 use crate::dns::forward::host::Host;
 use crate::dns::server::{self, Shared};
+use crate::http;
 use crate::shutdown::{Event, Signals};
+use crate::telemetry::{self, Backend};
 
 /// Looks up an environment variable (the binary passes `std::env::var`, tests a map).
 pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
@@ -43,11 +48,12 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     // Before anything can announce readiness: a SIGTERM that arrives during start-up must be
     // handled, not take the default action.
     let mut signals = Signals::install()?;
+    let started = Instant::now();
     let options = Arc::new(config.build_options());
     let (snapshot, version) = file::build(&config.catalog, Arc::clone(&options)).context("static catalog")?;
     let counts = snapshot.counts();
     let catalog = Arc::new(Catalog::new(snapshot));
-    info!(source = ?config.catalog, services = counts.services, instances = counts.instances, nodes = counts.nodes, "Static catalog loaded.");
+    telemetry::sync_succeeded(Backend::File, "start", counts, catalog.load().serial());
 
     let settings = dns_settings(&config, None);
     let shared = Shared {
@@ -56,9 +62,19 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
         forwarder: Arc::new(Forwarder::default()),
     };
     let bound = server::bind(&config.listen, config.udp_workers)?;
+    let http_listener = match config.http {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
     let dns = server::start(bound, &shared)?;
 
     let cancel = CancellationToken::new();
+    let http = http_listener.map(|listener| {
+        // max_age: None until a backend with a staleness limit (Consul's max_stale) is wired.
+        let state =
+            http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age: None, started };
+        http::serve(listener, Arc::new(state), cancel.clone())
+    });
     let (options_tx, options_rx) = watch::channel(options);
     let (source_tx, source_rx) = watch::channel(config.catalog.clone());
     let backend = tokio::spawn(watch_static(source_rx, version, Arc::clone(&catalog), options_rx, cancel.clone()));
@@ -67,8 +83,12 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     while signals.next().await == Event::Reload {
         match reloader.load() {
             Ok(next) => {
-                if next.listen != current.listen || next.udp_workers != current.udp_workers {
-                    warn!(?next.listen, "Listen addresses and workers change only on restart.");
+                if next.listen != current.listen || next.udp_workers != current.udp_workers || next.http != current.http
+                {
+                    warn!(?next.listen, ?next.http, "Listen addresses and workers change only on restart.");
+                }
+                if next.log_level != current.log_level || next.log_format != current.log_format {
+                    warn!(next.log_level, "Log level and format change only on restart.");
                 }
                 let previous = shared.settings.load_full();
                 shared.settings.store(Arc::new(dns_settings(&next, Some(&previous))));
@@ -76,16 +96,20 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
                     let _ = source_tx.send(next.catalog.clone());
                 }
                 let _ = options_tx.send(Arc::new(next.build_options()));
-                info!("Configuration reloaded.");
+                telemetry::config_reloaded();
                 current = next;
             }
-            Err(e) => error!(error = %e, "Configuration rejected on reload; the running configuration stays."),
+            Err(e) => telemetry::config_rejected(&e),
         }
     }
+    telemetry::metrics().set_stopping();
     info!("Shutting down.");
-    cancel.cancel();
     dns.stop().await;
+    cancel.cancel();
     let _ = backend.await;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     info!("Stopped.");
     Ok(())
 }

@@ -12,7 +12,8 @@
 //!   loop per worker thread, TCP on tokio). Names outside the domain go to upstream resolvers
 //!   ([`dns::forward`], on tokio, never on a UDP worker) for clients [`dns::acl`] allows.
 //! - [`config`] merges file < environment < flags and rejects unknown keys with file and line;
-//!   [`app`] wires the pieces; [`telemetry`] sets up logs.
+//!   [`app`] wires the pieces; [`telemetry`] sets up logs and counts; [`http`] serves metrics,
+//!   health, readiness, the catalog as JSON and CPU profiles.
 //!
 //! `dns` never imports `backend` and `backend` never imports `dns`: both meet at `catalog`.
 //! Behaviour follows the Consul DNS spec items S1–S15 cited throughout.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod healthcheck;
+pub mod http;
 pub mod memory;
 pub mod shutdown;
 pub mod telemetry;

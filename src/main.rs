@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     if cli.check_config {
         return check_config(&config);
     }
-    if let Err(e) = telemetry::init(&config.log_level) {
+    if let Err(e) = telemetry::init(&config.log_level, config.log_format) {
         eprintln!("consul-dns: {e}");
         return ExitCode::from(2);
     }

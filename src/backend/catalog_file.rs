@@ -56,6 +56,17 @@ pub enum CatalogFileError {
     },
 }
 
+impl CatalogFileError {
+    /// The `reason` label of `consul_dns_sync_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CatalogFileError::Read { .. } => "read",
+            CatalogFileError::Syntax { .. } => "parse",
+            CatalogFileError::Entry { .. } => "invalid",
+        }
+    }
+}
+
 /// A name field that may know where it was written (TOML) or not (JSON).
 trait Located: DeserializeOwned {
     fn text(&self) -> &str;

@@ -5,7 +5,8 @@
 //! [`POLL_INTERVAL`]: unlike inotify this also sees edits through bind mounts and Kubernetes'
 //! ConfigMap symlink swaps, and costs one `stat` per interval. A file that fails to read or
 //! parse is reported (file, line, key) and the previous snapshot stays; the next change is
-//! tried again.
+//! tried again. Every read is reported through `telemetry`'s sync events; a poll that finds
+//! the file unchanged since a good read confirms the catalog is current.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,12 +14,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::backend::catalog_file::{self, CatalogFileError};
 use crate::catalog::model::CatalogData;
 use crate::catalog::{BuildOptions, Catalog, Snapshot};
 use crate::config::{CatalogSource, EMBEDDED_CATALOG};
+use crate::telemetry::{self, Backend};
 
 /// How often the file's metadata is checked.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -83,8 +84,9 @@ pub async fn watch(
     };
     let mut interval = tokio::time::interval(POLL_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut current = true; // the served snapshot was built from `seen`
     loop {
-        let reason = tokio::select! {
+        let trigger = tokio::select! {
             _ = cancel.cancelled() => return,
             changed = options.changed() => match changed {
                 Ok(()) => "reload requested",
@@ -93,18 +95,22 @@ pub async fn watch(
             _ = interval.tick() => {
                 let now = path.as_deref().and_then(fingerprint);
                 if now == seen {
+                    if current {
+                        telemetry::sync_unchanged(Backend::File);
+                    }
                     continue;
                 }
                 seen = now;
                 "file changed"
             }
         };
-        let current = options.borrow_and_update().clone();
-        reload(&source, &catalog, current, reason).await;
+        let options = options.borrow_and_update().clone();
+        current = reload(&source, &catalog, options, trigger).await;
     }
 }
 
-async fn reload(source: &CatalogSource, catalog: &Catalog, options: Arc<BuildOptions>, reason: &'static str) {
+/// Reads and publishes; whether it worked.
+async fn reload(source: &CatalogSource, catalog: &Catalog, options: Arc<BuildOptions>, trigger: &'static str) -> bool {
     let built = {
         let source = source.clone();
         tokio::task::spawn_blocking(move || build(&source, options)).await
@@ -113,16 +119,16 @@ async fn reload(source: &CatalogSource, catalog: &Catalog, options: Arc<BuildOpt
         Ok(Ok((snapshot, _))) => {
             let counts = snapshot.counts();
             let serial = catalog.publish(snapshot);
-            info!(
-                reason,
-                services = counts.services,
-                instances = counts.instances,
-                nodes = counts.nodes,
-                serial,
-                "Static catalog reloaded."
-            );
+            telemetry::sync_succeeded(Backend::File, trigger, counts, serial);
+            true
         }
-        Ok(Err(error)) => warn!(reason, %error, "Static catalog rejected; the previous catalog keeps serving."),
-        Err(error) => warn!(reason, %error, "Static catalog reload failed; the previous catalog keeps serving."),
+        Ok(Err(error)) => {
+            telemetry::sync_failed(Backend::File, error.reason(), &error);
+            false
+        }
+        Err(error) => {
+            telemetry::sync_failed(Backend::File, "panic", &error);
+            false
+        }
     }
 }

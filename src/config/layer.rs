@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use super::value::{Bounded, Label, ListenAddr, Millis, Recursor, Secs, ServiceTtl};
+use super::value::{Bounded, HttpAddr, Label, ListenAddr, Millis, Recursor, Secs, ServiceTtl};
 use crate::dns::acl::Cidr;
 use crate::dns::forward::Strategy;
 use crate::dns::name::DomainName;
+use crate::telemetry::{LogFormat, Sample};
 
 /// Prefix of every environment variable we read (besides Consul's own `CONSUL_HTTP_*`).
 pub const ENV_PREFIX: &str = "CONSUL_DNS_";
@@ -81,6 +82,20 @@ pub struct Layer {
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
 
+    /// Log lines as text (readable) or json (one object per line) [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Share of queries written to the log (target consul_dns::query), 0 to 1, e.g. 0.01
+    /// [default: 0, off]
+    #[arg(long, value_name = "RATE")]
+    pub query_log_sample: Option<Sample>,
+
+    /// Address of the HTTP listener for /metrics, /health, /ready, /v1/catalog and
+    /// /debug/pprof; `off` turns it off [default: 127.0.0.1:9153]
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<HttpAddr>,
+
     /// Upstream resolver for names outside the domain, IP[:PORT] (port 53), repeatable; `none`
     /// turns recursion off (REFUSED outside the domain) [default: the nameservers of
     /// resolv_conf]
@@ -128,6 +143,9 @@ pub const KEYS: &[&str] = &[
     "max_udp_size",
     "udp_workers",
     "log_level",
+    "log_format",
+    "query_log_sample",
+    "http",
     "recursor",
     "recursor_timeout",
     "recursor_strategy",
@@ -191,6 +209,9 @@ impl Layer {
             "max_udp_size" => self.max_udp_size = Some(parse(value)?),
             "udp_workers" => self.udp_workers = Some(parse(value)?),
             "log_level" => self.log_level = Some(value.to_owned()),
+            "log_format" => self.log_format = Some(parse(value)?),
+            "query_log_sample" => self.query_log_sample = Some(parse(value)?),
+            "http" => self.http = Some(parse(value)?),
             "recursor" => self.recursor = Some(parse_list(value)?),
             "recursor_timeout" => self.recursor_timeout = Some(parse(value)?),
             "recursor_strategy" => self.recursor_strategy = Some(parse(value)?),
@@ -227,6 +248,9 @@ impl Layer {
             max_udp_size: top.max_udp_size.or(self.max_udp_size),
             udp_workers: top.udp_workers.or(self.udp_workers),
             log_level: top.log_level.or(self.log_level),
+            log_format: top.log_format.or(self.log_format),
+            query_log_sample: top.query_log_sample.or(self.query_log_sample),
+            http: top.http.or(self.http),
             recursor: top.recursor.or(self.recursor),
             recursor_timeout: top.recursor_timeout.or(self.recursor_timeout),
             recursor_strategy: top.recursor_strategy.or(self.recursor_strategy),

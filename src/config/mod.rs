@@ -19,6 +19,7 @@ use crate::dns::acl::{Acl, Cidr};
 use crate::dns::forward::host::{self, Host};
 use crate::dns::forward::{self, Recursion, Strategy};
 use crate::dns::name::DomainName;
+use crate::telemetry::{LogFormat, Sample};
 pub use layer::{ENV_CONFIG, ENV_PREFIX, KEYS, Layer};
 use value::{DEFAULT_DNS_PORT, ServiceTtl};
 
@@ -29,6 +30,8 @@ pub const EMBEDDED_CATALOG: &str = include_str!("../../config/services.toml");
 pub const DEFAULT_CATALOG_PATH: &str = "config/services.toml";
 /// Where the recursors come from when none is configured.
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+/// The HTTP listener by default: loopback, CoreDNS's metrics port.
+pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9153);
 /// Default TTLs (see README "TTLs"): Consul's 0 makes Kong's old client query on every request
 /// and its new client cache forever; 5 s keeps both fresh and cheap.
 pub const DEFAULT_TTL_SECS: u32 = 5;
@@ -151,6 +154,12 @@ pub struct Config {
     pub udp_workers: usize,
     /// Log filter.
     pub log_level: String,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
+    /// Share of queries logged.
+    pub query_log_sample: Sample,
+    /// HTTP listener (metrics, health, debugging); `None` = off.
+    pub http: Option<SocketAddr>,
     /// Where the recursors come from.
     pub recursors: Recursors,
     /// Time one recursor has to answer.
@@ -240,6 +249,9 @@ pub fn resolve(layer: Layer, exists: &dyn Fn(&Path) -> bool) -> Result<Config, C
         max_udp_size: layer.max_udp_size.map_or(1232, |n| n.0 as u16),
         udp_workers: layer.udp_workers.map_or_else(default_workers, |n| n.0 as usize),
         log_level: layer.log_level.unwrap_or_else(|| "info".into()),
+        log_format: layer.log_format.unwrap_or_default(),
+        query_log_sample: layer.query_log_sample.unwrap_or_default(),
+        http: layer.http.map_or(Some(DEFAULT_HTTP), |h| h.0),
         recursors,
         recursor_timeout,
         recursor_strategy: layer.recursor_strategy.unwrap_or_default(),
@@ -301,6 +313,7 @@ impl Config {
             }
         };
         settings.acl = Acl { allow_query: self.allow_query.clone(), allow_recursion };
+        settings.query_log = self.query_log_sample;
         settings
     }
 }

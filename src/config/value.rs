@@ -296,3 +296,40 @@ impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX>
         Self::check(i64::deserialize(d)?).map_err(de::Error::custom)
     }
 }
+
+/// The HTTP listener's address (`IP:PORT`, `[IPv6]:PORT`), or `off` (also `none` or empty) for
+/// no listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAddr(pub Option<SocketAddr>);
+
+impl FromStr for HttpAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("off") || text.eq_ignore_ascii_case("none") {
+            return Ok(HttpAddr(None));
+        }
+        text.parse::<SocketAddr>()
+            .map(|addr| HttpAddr(Some(addr)))
+            .map_err(|_| format!("invalid HTTP address {text:?}: expected IP:PORT, [IPv6]:PORT or off"))
+    }
+}
+
+deserialize_from_str!(HttpAddr);
+deserialize_from_str!(crate::telemetry::LogFormat);
+
+impl<'de> Deserialize<'de> for crate::telemetry::Sample {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            Rate(f64),
+            Text(String),
+        }
+        match Shape::deserialize(d) {
+            Ok(Shape::Rate(rate)) => crate::telemetry::Sample::from_rate(rate).map_err(de::Error::custom),
+            Ok(Shape::Text(text)) => text.parse().map_err(de::Error::custom),
+            Err(_) => Err(de::Error::custom("expected a rate from 0 to 1, e.g. 0.01")),
+        }
+    }
+}

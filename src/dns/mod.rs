@@ -59,6 +59,8 @@ pub struct Settings {
     /// Who may query and who may recurse; RA is set only for the latter, and only when there
     /// are recursors (S1.5 as S15 recommends).
     pub acl: Acl,
+    /// The share of queries written to the query log (off by default).
+    pub query_log: crate::telemetry::Sample,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             max_udp_size: 1232,
             recursion: Recursion::default(),
             acl: Acl::default(),
+            query_log: crate::telemetry::Sample::default(),
         }
     }
 

@@ -11,6 +11,14 @@
 //! Questions for the recursors ([`Action::Forward`]) never hold a UDP worker: it queues them on
 //! the [`UdpRelay`] (or, when that is full, sends the SERVFAIL `respond` prepared). A TCP
 //! connection awaits the [`Forwarder`] in place.
+//!
+//! Metrics: each UDP worker counts into its own shard ([`crate::telemetry::dns`]) and reads the
+//! clock twice per batch, after `recvmmsg` and after `sendmmsg`; every reply of a batch is
+//! observed with the batch's time, which is the time its query spent in the server. Sampled
+//! queries (`query_log_sample`) are logged after the batch's replies went out.
+//!
+//! Stopping ([`Running::stop`]): the UDP workers finish their batch, the TCP listeners close,
+//! and connections finish the query in hand (a relayed one included) within [`TCP_DRAIN`].
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
@@ -18,7 +26,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -34,7 +42,8 @@ use crate::dns::Settings;
 use crate::dns::answer::{Action, Scratch, Transport, respond};
 use crate::dns::forward::Forwarder;
 use crate::dns::forward::relay::UdpRelay;
-use crate::dns::udp_batch::Batch;
+use crate::dns::udp_batch::{BATCH, Batch};
+use crate::telemetry::{self, dns::Proto};
 
 /// How long a UDP worker blocks before looking at the stop flag.
 const UDP_POLL: Duration = Duration::from_millis(200);
@@ -46,6 +55,11 @@ const TCP_READ: Duration = Duration::from_secs(2);
 const TCP_MAX_CONNECTIONS: usize = 1024;
 /// How often a port-0 bind is retried when TCP cannot take the port UDP got.
 const BIND_ATTEMPTS: usize = 16;
+/// How long stopping waits for TCP connections to finish the query in hand. A relayed query
+/// takes at most 5 s (`forward::MAX_TOTAL`) with the default timeouts.
+pub const TCP_DRAIN: Duration = Duration::from_secs(5);
+// Sampled UDP queries are remembered as bits of a u32.
+const _: () = assert!(BATCH <= 32);
 
 /// Why the DNS sockets could not be set up.
 #[derive(Debug, Error)]
@@ -143,6 +157,7 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     cancel: CancellationToken,
+    connections: Arc<Semaphore>,
 }
 
 /// Starts the UDP workers and TCP acceptors on already-bound sockets. Must run inside a tokio
@@ -168,16 +183,32 @@ pub fn start(bound: Vec<Bound>, shared: &Shared) -> io::Result<Running> {
         let (shared, cancel, connections) = (shared.clone(), cancel.clone(), Arc::clone(&connections));
         tasks.push(tokio::spawn(accept_loop(listener, shared, cancel, connections)));
     }
-    Ok(Running { stop, threads, tasks, cancel })
+    Ok(Running { stop, threads, tasks, cancel, connections })
 }
 
 impl Running {
-    /// Stops accepting, lets UDP workers finish the packet in hand, waits for them.
+    /// Stops accepting, lets TCP connections finish the query in hand for up to [`TCP_DRAIN`]
+    /// (and says whether they did), lets UDP workers finish their batch, waits for them.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.cancel.cancel();
         for task in self.tasks {
             let _ = task.await;
+        }
+        let open = TCP_MAX_CONNECTIONS - self.connections.available_permits();
+        // Every connection holds a permit until it ends: all permits back = all drained.
+        let drained = tokio::time::timeout(TCP_DRAIN, self.connections.acquire_many(TCP_MAX_CONNECTIONS as u32)).await;
+        match drained {
+            Ok(_) => info!(connections = open, "TCP connections drained."),
+            Err(_) => {
+                let cut = TCP_MAX_CONNECTIONS - self.connections.available_permits();
+                warn!(
+                    connections = open,
+                    cut,
+                    drain_secs = TCP_DRAIN.as_secs(),
+                    "TCP drain timed out; connections cut."
+                );
+            }
         }
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -195,6 +226,8 @@ fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, stop: Arc<Atom
     let socket = Arc::new(socket); // shared with the relay tasks that answer from it
     let mut batch = Batch::new();
     let mut scratch = Scratch::default();
+    let counters = telemetry::metrics().udp_worker();
+    let mut rng = fastrand::Rng::new();
     while !stop.load(Ordering::Relaxed) {
         let received = match batch.receive(&socket) {
             Ok(received) => received,
@@ -211,8 +244,10 @@ fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, stop: Arc<Atom
                 continue;
             }
         };
+        let started = Instant::now();
         let snapshot = shared.catalog.load();
         let settings = shared.settings.load();
+        let mut sampled = 0u32; // bit i: log slot i once the replies are out
         for i in 0..received {
             let Some(peer) = batch.peer(i) else { continue };
             let client = settings.acl.access(peer.ip());
@@ -222,8 +257,18 @@ fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, stop: Arc<Atom
                 respond(packet, &snapshot, &settings, Transport::Udp, client, &mut scratch, reply)
             }));
             let send = match answered {
-                Ok(Action::Reply(_)) => true,
-                Ok(Action::Forward) => !relay.submit(packet, peer, &socket), // full: the prepared SERVFAIL
+                Ok(Action::Reply(o)) => {
+                    counters.answered(o.qtype, o.rcode, o.truncated);
+                    true
+                }
+                Ok(Action::Forward(o)) if relay.submit(packet, peer, &socket) => {
+                    counters.forwarded(o.qtype);
+                    false
+                }
+                Ok(Action::Forward(o)) => {
+                    counters.answered(o.qtype, o.rcode, o.truncated); // queue full: the prepared SERVFAIL
+                    true
+                }
                 Ok(Action::Ignore) => false,
                 Err(_) => {
                     error!(%peer, len = packet.len(), "Answering a UDP query panicked; query dropped.");
@@ -231,9 +276,28 @@ fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, stop: Arc<Atom
                     false
                 }
             };
+            if !settings.query_log.is_off() && settings.query_log.hit(&mut rng) {
+                sampled |= 1 << i;
+            }
             batch.set_ready(i, send);
         }
-        batch.send(&socket, received);
+        drop((snapshot, settings));
+        let sent = batch.send(&socket, received);
+        counters.observe(started.elapsed(), sent as u64);
+        if sampled != 0 {
+            log_sampled(&batch, sampled);
+        }
+    }
+}
+
+/// Writes the query log lines of a batch's sampled slots (their replies are out already).
+fn log_sampled(batch: &Batch, mut sampled: u32) {
+    while sampled != 0 {
+        let i = sampled.trailing_zeros() as usize;
+        sampled &= sampled - 1;
+        if let (Some(peer), (Some(packet), reply)) = (batch.peer(i), batch.view(i)) {
+            telemetry::query_logged(Proto::Udp, peer.ip(), packet, reply);
+        }
     }
 }
 
@@ -281,6 +345,7 @@ async fn serve_connection(
     let mut query = Vec::new();
     let mut out = Vec::new();
     let mut framed = Vec::new();
+    let counters = telemetry::metrics().tcp();
     loop {
         let len = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -295,26 +360,38 @@ async fn serve_connection(
             Ok(read) => read?,
             Err(_) => return Ok(()),
         };
-        let answered = {
+        let started = Instant::now();
+        let (answered, log) = {
             let snapshot = shared.catalog.load();
             let settings = shared.settings.load();
             let client = settings.acl.access(peer.ip());
-            catch_unwind(AssertUnwindSafe(|| {
+            let log = !settings.query_log.is_off() && settings.query_log.hit(&mut fastrand::Rng::new());
+            let answered = catch_unwind(AssertUnwindSafe(|| {
                 respond(&query, &snapshot, &settings, Transport::Tcp, client, &mut scratch, &mut out)
-            }))
+            }));
+            (answered, log)
         };
-        match answered {
-            Ok(Action::Reply(_)) => {}
-            Ok(Action::Forward) => {
+        let (rcode, truncated) = match answered {
+            Ok(Action::Reply(o)) => {
+                counters.request(o.qtype);
+                (o.rcode, o.truncated)
+            }
+            Ok(Action::Forward(o)) => {
+                counters.request(o.qtype);
+                counters.forwarded();
                 let settings = shared.settings.load_full();
                 shared.forwarder.resolve(&query, Transport::Tcp, &settings, &mut out).await;
+                match out.get(..4) {
+                    Some(header) => (u16::from(header[3] & 0x0F), header[2] & 0x02 != 0),
+                    None => continue,
+                }
             }
             Ok(Action::Ignore) => continue,
             Err(_) => {
                 error!(len, "Answering a TCP query panicked; connection closed.");
                 return Ok(());
             }
-        }
+        };
         if out.is_empty() {
             continue;
         }
@@ -322,5 +399,9 @@ async fn serve_connection(
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
         stream.write_all(&framed).await?;
+        counters.responded(rcode, truncated, started.elapsed());
+        if log {
+            telemetry::query_logged(Proto::Tcp, peer.ip(), &query, Some(&out));
+        }
     }
 }

@@ -104,6 +104,12 @@ impl Batch {
         (packet, &mut self.replies[i])
     }
 
+    /// Slot `i`'s datagram (as [`Batch::slot`]) and, when it was sent, its reply.
+    pub fn view(&self, i: usize) -> (Option<&[u8]>, Option<&[u8]>) {
+        let packet = (!self.truncated[i]).then(|| &self.packets[i][..self.lens[i].min(RECV_LEN)]);
+        (packet, self.ready[i].then(|| &self.replies[i][..]))
+    }
+
     /// The address slot `i` came from (IPv4 or IPv6; `None` for anything else).
     pub fn peer(&self, i: usize) -> Option<SocketAddr> {
         let storage = &self.peers[i];

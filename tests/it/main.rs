@@ -4,6 +4,7 @@
 mod cli;
 mod forward;
 mod kong;
+mod ops;
 mod reload;
 mod robustness;
 mod spec;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
+use crate::support::http::{get, samples};
 use crate::support::{Daemon, query_udp};
 
 const ONE: &str = "[[nodes]]\nname = \"n1\"\naddress = \"127.0.0.21\"\n[[services]]\nname = \"web\"\nid = \"web-1\"\nnode = \"n1\"\nport = 80\n";
@@ -69,13 +70,20 @@ fn sighup_applies_a_changed_ttl_from_the_config_file() {
     let d = Daemon::start_in(dir, &["--config", &config_arg]);
     let ttl = |d: &Daemon| query_udp(d.addr, "web.service.consul", RecordType::A, None).message.answers[0].ttl;
     assert_eq!(ttl(&d), 5);
+    let reloads = |d: &Daemon, result: &str| {
+        let scrape = get(d.http(), "/metrics").text();
+        samples(&scrape).get(&format!("consul_dns_config_reloads_total{{result=\"{result}\"}}")).copied()
+    };
+    assert_eq!((reloads(&d, "success"), reloads(&d, "failure")), (Some(0.0), Some(0.0)));
     std::fs::write(&config, "service_ttl = \"42s\"\n").unwrap();
     d.signal("HUP");
     assert!(time_until(Duration::from_secs(3), || ttl(&d) == 42).is_some(), "{}", d.log());
+    assert_eq!(reloads(&d, "success"), Some(1.0), "the reload is counted");
     std::fs::write(&config, "service_ttl = \"nonsense\"\n").unwrap();
     d.signal("HUP");
     assert!(d.wait_for_log("Configuration rejected on reload", Duration::from_secs(3)), "{}", d.log());
     assert_eq!(ttl(&d), 42, "a bad reload changes nothing");
+    assert_eq!((reloads(&d, "success"), reloads(&d, "failure")), (Some(1.0), Some(1.0)));
 }
 
 #[test]

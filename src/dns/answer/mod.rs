@@ -15,7 +15,7 @@ use crate::dns::Settings;
 use crate::dns::acl::Access;
 use crate::dns::message::{LowerName, Rejection, Request};
 use crate::dns::name::{DomainName, Query, classify};
-use crate::wire::{CLASS_IN, CLASSIC_UDP_LEN, MAX_MESSAGE_LEN, flag, rcode, rtype};
+use crate::wire::{CLASS_IN, CLASSIC_UDP_LEN, HEADER_LEN, MAX_MESSAGE_LEN, flag, rcode, rtype};
 use writer::{Section, Soa, Writer};
 
 /// The transport a query came over, which sets the size budget.
@@ -34,6 +34,8 @@ pub struct Outcome {
     pub rcode: u16,
     /// Whether answer records were dropped for size (TC set).
     pub truncated: bool,
+    /// The question's type (0 when the packet had no readable question).
+    pub qtype: u16,
 }
 
 /// What to do with one packet.
@@ -42,8 +44,9 @@ pub enum Action {
     /// Send `out`.
     Reply(Outcome),
     /// Relay the packet to the recursors ([`crate::dns::forward`]). `out` already holds the
-    /// SERVFAIL to send if that cannot happen (the relay queue is full).
-    Forward,
+    /// SERVFAIL to send if that cannot happen (the relay queue is full); the outcome describes
+    /// that SERVFAIL.
+    Forward(Outcome),
     /// Send nothing (S1.3: responses and runts are dropped).
     Ignore,
 }
@@ -113,7 +116,9 @@ pub fn respond(
         Err(Rejection::Drop) => Action::Ignore,
         Err(Rejection::Reply { rcode, question_len }) => {
             Writer::reject(out, packet, rcode, question_len);
-            Action::Reply(Outcome { rcode, truncated: false })
+            let qtype =
+                if question_len >= 4 { crate::wire::read_u16(packet, HEADER_LEN + question_len - 4) } else { 0 };
+            Action::Reply(Outcome { rcode, truncated: false, qtype })
         }
     }
 }
@@ -154,7 +159,7 @@ pub fn answer(
         _ if client == Access::Refused => Reply { rcode: rcode::REFUSED, authoritative: false, truncated: false },
         _ if recursion && forwarded(&ctx, classified.query) => {
             w.finish(req, rcode::SERVFAIL, ra, max_udp_size);
-            return Action::Forward;
+            return Action::Forward(Outcome { rcode: rcode::SERVFAIL, truncated: false, qtype: req.qtype });
         }
         _ => dispatch(&ctx, classified.query, &mut w, scratch),
     };
@@ -166,7 +171,7 @@ pub fn answer(
         flags |= flag::TC;
     }
     w.finish(req, reply.rcode, flags, max_udp_size);
-    Action::Reply(Outcome { rcode: reply.rcode, truncated: reply.truncated })
+    Action::Reply(Outcome { rcode: reply.rcode, truncated: reply.truncated, qtype: req.qtype })
 }
 
 /// Whether the recursors answer this question: names outside the domain (S1.4), and reverse

@@ -30,6 +30,18 @@ pub enum ExchangeError {
     Mismatch,
 }
 
+impl ExchangeError {
+    /// The metric label of this failure.
+    pub fn reason(&self) -> crate::telemetry::UpstreamError {
+        use crate::telemetry::UpstreamError;
+        match self {
+            ExchangeError::Timeout => UpstreamError::Timeout,
+            ExchangeError::Io(_) => UpstreamError::Network,
+            ExchangeError::Mismatch => UpstreamError::Mismatch,
+        }
+    }
+}
+
 /// Sends `query` over UDP and returns the first datagram that answers it.
 pub async fn udp(server: SocketAddr, query: &[u8], deadline: Instant) -> Result<Vec<u8>, ExchangeError> {
     let local: SocketAddr =

@@ -40,6 +40,7 @@ use tracing::debug;
 use crate::dns::Settings;
 use crate::dns::answer::{self, Transport};
 use crate::dns::message::{LowerName, Request};
+use crate::telemetry::{self, UpstreamError};
 use crate::wire::{self, flag, rcode};
 use cache::Cache;
 
@@ -144,6 +145,7 @@ impl Forwarder {
         if let Some(key) = &key {
             let hit = self.cache().get(key, &req, std::time::Instant::now(), out);
             if hit {
+                crate::telemetry::forward_cache_hit();
                 return fit(&req, transport, settings, out);
             }
         }
@@ -207,11 +209,12 @@ async fn ask_each(
         let reply = match attempt {
             Ok(reply) if usable(&reply) => reply,
             Ok(reply) => {
-                debug!(%server, rcode = reply[3] & 0x0F, qtype = req.qtype, "Recursor refused or failed; trying the next.");
+                let detail = format!("rcode {}", reply[3] & 0x0F);
+                telemetry::upstream_failed(server, UpstreamError::Rcode, req.qtype, &detail);
                 continue;
             }
             Err(e) => {
-                debug!(%server, error = %e, qtype = req.qtype, "Recursor gave no reply; trying the next.");
+                telemetry::upstream_failed(server, e.reason(), req.qtype, &e);
                 continue;
             }
         };

@@ -19,6 +19,7 @@ use tracing::debug;
 use super::Forwarder;
 use crate::dns::Settings;
 use crate::dns::answer::Transport;
+use crate::telemetry;
 
 /// Questions waiting for a relay task.
 pub const QUEUE: usize = 1024;
@@ -94,16 +95,20 @@ async fn dispatch(
         let (forwarder, settings) = (Arc::clone(&forwarder), settings.load_full());
         tokio::spawn(async move {
             let _permit = permit;
+            let started = std::time::Instant::now();
             let mut out = Vec::new();
             forwarder.resolve(&job.packet, Transport::Udp, &settings, &mut out).await;
             // A blocking std socket (shared with its worker thread), but a UDP send only waits
             // when the kernel's send buffer is full, and then briefly.
-            if out.is_empty() {
+            if out.len() < 4 {
                 return;
             }
             if let Err(e) = job.socket.send_to(&out, job.peer) {
                 debug!(peer = %job.peer, error = %e, "UDP send of a relayed answer failed.");
+                return;
             }
+            let (rcode, truncated) = (u16::from(out[3] & 0x0F), out[2] & 0x02 != 0);
+            telemetry::metrics().udp_relay().responded(rcode, truncated, started.elapsed());
         });
     }
 }

@@ -18,6 +18,8 @@ pub struct Daemon {
     child: Child,
     /// The bound DNS address (UDP and TCP).
     pub addr: SocketAddr,
+    /// The bound HTTP address (`None` with `--http off`).
+    pub http: Option<SocketAddr>,
     /// Temp dir holding the catalog and config files.
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
@@ -41,6 +43,10 @@ impl Daemon {
         if !args.contains(&"--static") {
             command.arg("--static").arg(&catalog);
         }
+        if !args.contains(&"--http") {
+            command.args(["--http", "127.0.0.1:0"]);
+        }
+        let http_off = args.windows(2).any(|w| w[0] == "--http" && w[1] == "off");
         if !args.contains(&"--resolv-conf") {
             let empty = dir.path().join("resolv.conf");
             std::fs::write(&empty, "").unwrap();
@@ -54,20 +60,31 @@ impl Daemon {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1).filter(|_| line.contains("DNS listening.")) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or_default().to_owned());
+                for listener in ["DNS", "HTTP"] {
+                    if line.contains(&format!("{listener} listening.")) {
+                        let _ = tx.send((listener, field(&line, "addr").unwrap_or_default()));
+                    }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr.parse().unwrap(),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("daemon did not start; log:\n{}", log.lock().unwrap().join("\n"));
+        let (mut addr, mut http) = (None, None);
+        while addr.is_none() || (http.is_none() && !http_off) {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(("DNS", found)) => addr = Some(found.parse().unwrap()),
+                Ok((_, found)) => http = Some(found.parse().unwrap()),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("daemon did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                }
             }
-        };
-        Daemon { child, addr, dir, log }
+        }
+        Daemon { child, addr: addr.unwrap(), http, dir, log }
+    }
+
+    /// The HTTP address; panics with `--http off`.
+    pub fn http(&self) -> SocketAddr {
+        self.http.expect("the HTTP listener is on")
     }
 
     /// Path of the static catalog.
@@ -126,6 +143,15 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of `key` in a log line, text (`key=value`) or JSON (`"key":"value"`).
+pub fn field(line: &str, key: &str) -> Option<String> {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line) {
+        return map.get(key).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    }
+    let value = line.split(&format!("{key}=")).nth(1)?;
+    Some(value.split_whitespace().next().unwrap_or_default().to_owned())
 }
 
 /// Writes a file via a temporary sibling and a rename.

@@ -1,8 +1,9 @@
-//! Test support: the real daemon on 127.0.0.1 port 0 (its port read from the "DNS listening."
-//! log line), real `dig`, and a small DNS client on hickory-proto.
+//! Test support: the real daemon on 127.0.0.1 port 0 (its ports read from the "DNS listening."
+//! and "HTTP listening." log lines), real `dig`, and a small DNS client on hickory-proto.
 
 pub mod client;
 pub mod daemon;
+pub mod http;
 pub mod upstream;
 
 pub use client::{query_tcp, query_udp, query_udp_raw};

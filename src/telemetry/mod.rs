@@ -1,0 +1,215 @@
+//! Logs and metrics: the `tracing` subscriber (text or JSON on stderr), the process's
+//! [`Metrics`], and one function per named event that both logs and counts it (Vector's
+//! `internal_events`), so a log line and its counter can never disagree.
+//!
+//! Backends report through four events, whatever their source:
+//! [`sync_succeeded`] (a read that published a snapshot; one INFO line with counts),
+//! [`sync_unchanged`] (a read that found nothing new; silent), [`sync_failed`] (nothing
+//! published; one WARN line, counted by reason) and [`catalog_restored`] (a snapshot from disk
+//! serves until the first read). They set the `consul_dns_sync_*` metrics and the catalog's
+//! "as of" time that snapshot age and readiness are computed from.
+//!
+//! Must not be imported by `catalog`; the DNS hot path only touches [`dns::WorkerCounters`].
+
+pub mod dns;
+pub mod metrics;
+
+use std::fmt::Display;
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use tracing::{debug, error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::catalog::snapshot::Counts;
+pub use metrics::{Backend, CatalogGauges, Metrics, UpstreamError};
+
+static METRICS: Metrics = Metrics::new();
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `tracing`'s readable format (colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, fields flattened (for log shippers).
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("invalid log format {other:?}: expected text or json")),
+        }
+    }
+}
+
+/// Installs the global subscriber, filtered by `log_level` (or `RUST_LOG` when set, for ad-hoc
+/// debugging). Fails on a malformed filter.
+pub fn init(log_level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
+        _ => EnvFilter::try_new(log_level),
+    }
+    .map_err(|e| format!("log_level {log_level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The share of queries written to the query log: `0` (off, the default) to `1` (all).
+/// Compared against a random `u32` per query, so a decision costs one generator step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sample {
+    /// Queries are logged when a random `u32` is below this (`1 << 32` = all).
+    threshold: u64,
+}
+
+impl Sample {
+    /// A rate in `0..=1`.
+    pub fn from_rate(rate: f64) -> Result<Sample, String> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("invalid sample rate {rate}: expected 0 to 1 (0.01 = one query in 100)"));
+        }
+        Ok(Sample { threshold: (rate * (1u64 << 32) as f64).round() as u64 })
+    }
+
+    /// The rate, for logs.
+    pub fn rate(self) -> f64 {
+        self.threshold as f64 / (1u64 << 32) as f64
+    }
+
+    /// No query is logged.
+    pub fn is_off(self) -> bool {
+        self.threshold == 0
+    }
+
+    /// Whether to log this query.
+    #[inline]
+    pub fn hit(self, rng: &mut fastrand::Rng) -> bool {
+        u64::from(rng.u32(..)) < self.threshold
+    }
+}
+
+impl FromStr for Sample {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let rate: f64 = text.trim().parse().map_err(|_| format!("invalid sample rate {text:?}: expected 0 to 1"))?;
+        Sample::from_rate(rate)
+    }
+}
+
+/// A backend read its source and published a new snapshot (`trigger`: what made it read).
+pub fn sync_succeeded(backend: Backend, trigger: &str, counts: Counts, serial: u32) {
+    METRICS.sync_read(backend, SystemTime::now());
+    METRICS.published(backend);
+    let message = match backend {
+        Backend::File => "Static catalog loaded.",
+        Backend::Consul => "Consul catalog synced.",
+    };
+    let backend = backend.label();
+    let (services, instances, nodes) = (counts.services, counts.instances, counts.nodes);
+    info!(backend, trigger, services, instances, nodes, serial, "{message}");
+}
+
+/// A backend read its source and found what is already served: the catalog is current.
+pub fn sync_unchanged(backend: Backend) {
+    METRICS.sync_read(backend, SystemTime::now());
+}
+
+/// A backend could not read its source; nothing was published. `reason` is the metric label:
+/// a constant from a small fixed set (`read`, `parse`, `timeout`, …), never a message.
+pub fn sync_failed(backend: Backend, reason: &'static str, error: &dyn Display) {
+    METRICS.sync_failure(backend, reason);
+    let message = match backend {
+        Backend::File => "Static catalog rejected; the previous catalog keeps serving.",
+        Backend::Consul => "Consul sync failed; the previous catalog keeps serving.",
+    };
+    warn!(backend = backend.label(), reason, %error, "{message}");
+}
+
+/// A snapshot saved at `saved_at` was restored from disk and serves until the first read.
+pub fn catalog_restored(backend: Backend, saved_at: SystemTime, counts: Counts, serial: u32) {
+    METRICS.restored(saved_at);
+    let age_secs = SystemTime::now().duration_since(saved_at).unwrap_or_default().as_secs();
+    let (services, instances, nodes) = (counts.services, counts.instances, counts.nodes);
+    info!(backend = backend.label(), age_secs, services, instances, nodes, serial, "Catalog restored from disk.");
+}
+
+/// SIGHUP applied a new configuration.
+pub fn config_reloaded() {
+    METRICS.reload(true);
+    info!("Configuration reloaded.");
+}
+
+/// SIGHUP found a configuration that does not load; the running one stays.
+pub fn config_rejected(error: &dyn Display) {
+    METRICS.reload(false);
+    error!(%error, "Configuration rejected on reload; the running configuration stays.");
+}
+
+/// One attempt at a recursor gave no usable reply; the next one is tried.
+pub fn upstream_failed(server: SocketAddr, reason: UpstreamError, qtype: u16, detail: &dyn Display) {
+    METRICS.upstream_error(reason);
+    debug!(%server, reason = reason.label(), qtype, %detail, "Recursor gave no usable reply; trying the next.");
+}
+
+/// A relayed question was answered from the cache.
+pub fn forward_cache_hit() {
+    METRICS.cache_hit();
+}
+
+/// One sampled query for the query log (`--query-log-sample`), written after its reply went
+/// out. `reply` is `None` for a question handed to the recursors.
+pub fn query_logged(proto: dns::Proto, client: IpAddr, packet: &[u8], reply: Option<&[u8]>) {
+    let mut lower = crate::dns::message::LowerName::new();
+    let Ok(request) = crate::dns::message::Request::parse(packet, &mut lower) else { return };
+    let name = String::from_utf8_lossy(request.name().text());
+    let qtype = hickory_proto::rr::RecordType::from(request.qtype);
+    let (rcode, truncated) = match reply {
+        Some(r) if r.len() >= 4 => (dns::rcode_name(u16::from(r[3] & 0x0F)), r[2] & 0x02 != 0),
+        _ => ("forwarded".into(), false),
+    };
+    info!(target: "consul_dns::query", proto = proto.label(), %client, %name, %qtype, %rcode, truncated, "Query.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_rates() {
+        assert!(Sample::default().is_off());
+        assert!("0".parse::<Sample>().unwrap().is_off());
+        assert_eq!("0.25".parse::<Sample>().unwrap().rate(), 0.25);
+        for bad in ["-0.1", "1.5", "often", "NaN"] {
+            assert!(bad.parse::<Sample>().is_err(), "{bad}");
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        let all = Sample::from_rate(1.0).unwrap();
+        assert!((0..1000).all(|_| all.hit(&mut rng)));
+        let tenth = Sample::from_rate(0.1).unwrap();
+        let hits = (0..100_000).filter(|_| tenth.hit(&mut rng)).count();
+        assert!((9_000..11_000).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn log_formats() {
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert!("yaml".parse::<LogFormat>().is_err());
+    }
+}
