@@ -49,8 +49,10 @@ fn data() -> CatalogData {
     }
 }
 
-/// What the DNS layer can see of a snapshot, in a comparable form.
-fn view(s: &Snapshot) -> (Counts, Vec<String>, Vec<(IpAddr, Vec<u8>)>, usize) {
+/// What the DNS layer can see of a snapshot: counts, names with sizes, reverse map, NS count.
+type View = (Counts, Vec<String>, Vec<(IpAddr, Vec<u8>)>, usize);
+
+fn view(s: &Snapshot) -> View {
     let mut names: Vec<String> = s
         .datacenters()
         .flat_map(|dc| {
