@@ -355,3 +355,25 @@ fn propagation_p50_p99_over_50_changes() {
     );
     assert!(p99 < Duration::from_secs(5), "p99 {p99:?}");
 }
+
+#[test]
+fn sighup_rebuilds_the_consul_catalog_with_new_options_and_check_config_names_consul() {
+    let fake = web_fake("dc1", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("consul-dns.toml");
+    std::fs::write(&config, format!("consul = \"{}\"\nservice_ttl = \"5s\"\n", fake.url())).unwrap();
+    // The harness adds --static <dir>/services.toml: with --consul it only seeds the first answers.
+    std::fs::write(dir.path().join("services.toml"), "").unwrap();
+    let config_arg = config.display().to_string();
+    let d = Daemon::start_in(dir, &["--config", &config_arg, "--consul-wait", "20s"]);
+    let ttl = |d: &Daemon| query_udp(d.addr, "web.service.consul", RecordType::A, None).answer_ttls();
+    eventually(&d, 10 * SEC, "synced", || ttl(&d) == [5]);
+    std::fs::write(&config, format!("consul = \"{}\"\nservice_ttl = \"42s\"\n", fake.url())).unwrap();
+    d.signal("HUP");
+    eventually(&d, 5 * SEC, "new TTL after SIGHUP", || ttl(&d) == [42]);
+    assert_eq!(fake.tokens_seen(), Vec::<String>::new(), "no token configured, none sent");
+
+    let (code, out, err) = crate::support::daemon::run_binary(&["--check-config", "--consul", "127.0.0.1:1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Consul backend at http://127.0.0.1:1"), "{out}");
+}

@@ -95,6 +95,7 @@ struct Dc {
     nodes: BTreeMap<String, NodeRec>,
     services: BTreeMap<(String, String), SvcRec>,
     checks: BTreeMap<(String, String), CheckRec>,
+    by_name: BTreeMap<String, std::collections::BTreeSet<(String, String)>>,
     services_index: u64,
     nodes_index: u64,
     checks_index: u64,
@@ -217,8 +218,7 @@ impl FakeConsul {
             let created = d.nodes.get(node).map_or(index, |n| n.index.0);
             d.nodes.insert(node.into(), NodeRec { address: address.into(), tagged, meta, index: (created, index) });
             d.nodes_index = index;
-            let touched: Vec<String> =
-                d.services.iter().filter(|((n, _), _)| n == node).map(|(_, s)| s.svc.name.clone()).collect();
+            let touched: Vec<String> = on_node(&d.services, node).map(|(_, s)| s.svc.name.clone()).collect();
             for name in touched {
                 d.service_index.insert(name, index);
             }
@@ -232,7 +232,7 @@ impl FakeConsul {
             let id = if svc.id.is_empty() { svc.name.clone() } else { svc.id.clone() };
             let key = (node.to_owned(), id.clone());
             let created = d.services.get(&key).map_or(index, |s| s.index.0);
-            d.checks.retain(|(n, _), c| !(n == node && c.service_id == id));
+            remove_checks_of(d, node, &id);
             for (check, status) in &svc.checks {
                 let rec = CheckRec {
                     status: status.clone(),
@@ -243,7 +243,13 @@ impl FakeConsul {
                 d.checks.insert((node.into(), check.clone()), rec);
             }
             d.service_index.insert(svc.name.clone(), index);
-            d.services.insert(key, SvcRec { svc: Svc { id, ..svc }, index: (created, index) });
+            d.by_name.entry(svc.name.clone()).or_default().insert(key.clone());
+            if let Some(old) =
+                d.services.insert(key.clone(), SvcRec { svc: Svc { id, ..svc }, index: (created, index) })
+                && old.svc.name != d.services[&key].svc.name
+            {
+                d.by_name.get_mut(&old.svc.name).map(|set| set.remove(&key));
+            }
             d.services_index = index;
             d.checks_index = index;
         });
@@ -252,8 +258,10 @@ impl FakeConsul {
     /// Removes one instance and its checks.
     pub fn deregister(&self, dc: &str, node: &str, id: &str) {
         self.write(dc, |d, index| {
-            let Some(rec) = d.services.remove(&(node.to_owned(), id.to_owned())) else { return };
-            d.checks.retain(|(n, _), c| !(n == node && c.service_id == id));
+            let key = (node.to_owned(), id.to_owned());
+            let Some(rec) = d.services.remove(&key) else { return };
+            d.by_name.get_mut(&rec.svc.name).map(|set| set.remove(&key));
+            remove_checks_of(d, node, id);
             d.service_index.insert(rec.svc.name.clone(), index);
             if !d.services.values().any(|s| s.svc.name == rec.svc.name) {
                 d.extinction = index;
@@ -386,11 +394,25 @@ impl Drop for FakeConsul {
     }
 }
 
+/// The entries of a `(node, …)`-keyed map that belong to `node`.
+fn on_node<'a, V>(
+    map: &'a BTreeMap<(String, String), V>,
+    node: &'a str,
+) -> impl Iterator<Item = (&'a (String, String), &'a V)> {
+    map.range((node.to_owned(), String::new())..).take_while(move |((n, _), _)| n == node)
+}
+
+fn remove_checks_of(d: &mut Dc, node: &str, service_id: &str) {
+    let keys: Vec<(String, String)> =
+        on_node(&d.checks, node).filter(|(_, c)| c.service_id == service_id).map(|(k, _)| k.clone()).collect();
+    for key in keys {
+        d.checks.remove(&key);
+    }
+}
+
 fn touch_checks(d: &mut Dc, node: &str, service_id: &str, index: u64) {
-    let touched: Vec<String> = d
-        .services
-        .iter()
-        .filter(|((n, id), _)| n == node && (service_id.is_empty() || id == service_id))
+    let touched: Vec<String> = on_node(&d.services, node)
+        .filter(|((_, id), _)| service_id.is_empty() || id == service_id)
         .map(|(_, s)| s.svc.name.clone())
         .collect();
     for name in touched {
@@ -657,18 +679,16 @@ fn answer(state: &State, q: &Query) -> Answer {
         return Answer::Blocking(json!(checks), shown(dc.checks_index));
     }
     let health = |name: &str, connect: bool| {
-        let entries: Vec<Value> = dc
-            .services
-            .iter()
-            .filter(|(_, s)| match connect {
-                false => s.svc.name == name,
-                true => (s.svc.kind == "connect-proxy" && s.svc.proxy_for == name) || (s.svc.native && s.svc.name == name),
-            })
+        let named = dc.by_name.get(name).into_iter().flatten().filter_map(|key| dc.services.get_key_value(key));
+        let proxies = dc.services.iter().filter(|(_, s)| {
+            (s.svc.kind == "connect-proxy" && s.svc.proxy_for == name) || (s.svc.native && s.svc.name == name)
+        });
+        let selected: Vec<(&(String, String), &SvcRec)> = if connect { proxies.collect() } else { named.collect() };
+        let entries: Vec<Value> = selected
+            .into_iter()
             .map(|((node, id), s)| {
-                let checks: Vec<Value> = dc
-                    .checks
-                    .iter()
-                    .filter(|((n, _), c)| n == node && (c.service_id.is_empty() || c.service_id == *id))
+                let checks: Vec<Value> = on_node(&dc.checks, node)
+                    .filter(|(_, c)| c.service_id.is_empty() || c.service_id == *id)
                     .map(|((n, cid), c)| check_json(n, cid, c, dc, shown))
                     .collect();
                 json!({"Node": node_json(dc_name, node, &dc.nodes[node], shown), "Service": service_json(s, shown), "Checks": checks})
