@@ -9,6 +9,7 @@
 //! only their services are rebuilt.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireNode, aggregate};
 use crate::catalog::model::{CatalogData, Instance, MeshEndpoint, MeshKind, Node, lower};
@@ -124,8 +125,8 @@ impl Store {
             }
             None => list.keys().cloned().collect(),
         };
-        let gone: Vec<String> =
-            dc.services.keys().filter(|key| !list.keys().any(|name| lower(name) == key.as_str())).cloned().collect();
+        let listed: std::collections::HashSet<String> = list.keys().map(|name| lower(name).into_owned()).collect();
+        let gone: Vec<String> = dc.services.keys().filter(|key| !listed.contains(*key)).cloned().collect();
         for key in gone {
             dc.replace_members(&key, Vec::new(), dirty);
         }
@@ -287,7 +288,7 @@ impl Store {
         }
         for (dc, key) in &dirty.services {
             if let Some(d) = live(dc) {
-                let instances = d.services.get(key).map_or_else(Vec::new, |m| m.iter().map(|m| &m.instance).collect());
+                let instances = d.services.get(key).map_or_else(Vec::new, |m| m.iter().map(|m| &*m.instance).collect());
                 update.services.push(ServiceUpdate { datacenter: &d.name, name: key, mesh: None, instances });
             }
         }
@@ -321,6 +322,58 @@ impl Store {
             }
         }
         data
+    }
+}
+
+/// The catalog as shared pieces, cheap to take on the sync loop and turned into
+/// [`CatalogData`] off it (for the on-disk copy).
+#[derive(Debug, Default)]
+pub struct Shared {
+    nodes: Vec<crate::catalog::model::Node>,
+    instances: Vec<Arc<Instance>>,
+    restored: Vec<CatalogData>,
+}
+
+impl Shared {
+    /// The plain catalog (clones every instance: run it off the async runtime).
+    pub fn into_data(self) -> CatalogData {
+        let mut data = CatalogData { nodes: self.nodes, ..CatalogData::default() };
+        data.instances.extend(self.instances.iter().map(|i| (**i).clone()));
+        for part in self.restored {
+            data.nodes.extend(part.nodes);
+            data.instances.extend(part.instances);
+            data.mesh.extend(part.mesh);
+        }
+        data
+    }
+}
+
+impl Store {
+    /// [`Store::catalog_data`] as shared pieces; mesh endpoints are rebuilt from the instances.
+    pub fn shared(&self) -> Shared {
+        let mut shared = Shared::default();
+        for dc in self.dcs.values() {
+            match (&dc.restored, dc.live) {
+                (Some(restored), false) => shared.restored.push(restored.clone()),
+                (_, true) => {
+                    shared.nodes.extend(dc.nodes.values().cloned());
+                    let connect = dc.connect_sources.keys().flat_map(|key| {
+                        dc.connect_endpoints(key).into_iter().map(move |i| MeshEndpoint {
+                            kind: MeshKind::Connect,
+                            service: key.clone(),
+                            instance: i.clone(),
+                        })
+                    });
+                    let mesh: Vec<MeshEndpoint> = connect.collect();
+                    if !mesh.is_empty() {
+                        shared.restored.push(CatalogData { mesh, ..CatalogData::default() });
+                    }
+                    shared.instances.extend(dc.services.values().flatten().map(|m| Arc::clone(&m.instance)));
+                }
+                (None, false) => {}
+            }
+        }
+        shared
     }
 }
 
@@ -477,7 +530,7 @@ impl Dc {
             let node = member.instance.node.as_deref().map(lower).unwrap_or_default();
             let checks = self.checks.get(&*node).into_iter().flatten();
             let id = &member.instance.id;
-            member.instance.health =
+            Arc::make_mut(&mut member.instance).health =
                 aggregate(checks.filter(|c| c.service_id.is_empty() || c.service_id == *id).map(|c| c.status.as_str()));
         }
     }
@@ -491,14 +544,14 @@ impl Dc {
                 m.proxy_for.as_deref().is_some_and(|d| lower(d) == key)
                     || (m.native && lower(&m.instance.service) == key)
             })
-            .map(|m| &m.instance)
+            .map(|m| &*m.instance)
             .collect()
     }
 
     fn export(&self, data: &mut CatalogData) {
         data.nodes.extend(self.nodes.values().cloned());
         for members in self.services.values() {
-            data.instances.extend(members.iter().map(|m| m.instance.clone()));
+            data.instances.extend(members.iter().map(|m| (*m.instance).clone()));
         }
         for key in self.connect_sources.keys() {
             for instance in self.connect_endpoints(key) {

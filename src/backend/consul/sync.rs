@@ -276,7 +276,8 @@ impl Syncer {
         if self.store.is_dirty() && self.first_dirty.is_none() {
             self.first_dirty = Some(Instant::now());
         }
-        let pending = |set: &BTreeSet<Key>| set.iter().any(|(d, _)| d == dc);
+        let pending =
+            |set: &BTreeSet<Key>| set.range((dc.to_owned(), String::new())..).next().is_some_and(|(d, _)| d == dc);
         let fetching = pending(&self.queue) || pending(&self.in_flight) || pending(&self.retry);
         if self.store.try_go_live(dc, fetching) {
             self.full_rebuild = true;
@@ -404,17 +405,13 @@ impl Syncer {
         }
         self.persist_due = None;
         self.last_persist = Some(Instant::now());
-        let data = self.store.catalog_data();
+        let shared = self.store.shared();
         let (datacenter, status) = (self.local_dc.clone(), Arc::clone(&self.status));
-        self.persisting = Some(tokio::task::spawn_blocking(move || match persist::persist(&dir, &data, &datacenter) {
-            Ok(()) => debug!(instances = data.instances.len(), "Catalog written to the state directory."),
-            Err(error) => {
-                warn!(%error, "Cannot write the catalog to the state directory.");
-                status.record_failure(FailureReason::Persist, error.to_string());
-            }
+        self.persisting = Some(tokio::task::spawn_blocking(move || {
+            let data = shared.into_data();
+            persist_now(&dir, data, &datacenter, &status);
         }));
     }
-
     /// The data still matches Consul: refresh the on-disk snapshot's age (cheap, rate-limited).
     fn confirm_persisted(&mut self) {
         let Some(dir) = self.state_dir.clone() else { return };
@@ -448,5 +445,20 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn log_skipped(dc: &str, skipped: Vec<String>) {
     if let Some(first) = skipped.first() {
         debug!(dc, count = skipped.len(), first = %first, "Consul entries DNS cannot carry were skipped.");
+    }
+}
+
+/// Writes `data` to `dir` (on a blocking thread), counting a failure.
+fn persist_now(dir: &std::path::Path, data: crate::catalog::model::CatalogData, datacenter: &str, status: &SyncStatus) {
+    match persist::persist(dir, &data, datacenter) {
+        Ok(()) => {
+            debug!(instances = data.instances.len(), "Catalog written to the state directory.");
+            drop(data);
+            crate::memory::release_freed();
+        }
+        Err(error) => {
+            warn!(%error, "Cannot write the catalog to the state directory.");
+            status.record_failure(FailureReason::Persist, error.to_string());
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! Do not add fields without a use.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -179,8 +180,8 @@ impl AddressSet {
 /// A service instance with what the mesh names need (S2.10).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// The instance (health filled in later from the checks).
-    pub instance: Instance,
+    /// The instance (health filled in later from the checks); shared with on-disk writes.
+    pub instance: Arc<Instance>,
     /// `Service.Kind == "connect-proxy"`: the service it fronts.
     pub proxy_for: Option<String>,
     /// `Service.Connect.Native`.
@@ -252,7 +253,8 @@ impl WireService {
             .then(|| self.proxy.as_ref().map(|p| p.destination_service_name.clone()))
             .flatten()
             .filter(|d| is_dns_label(d));
-        Ok(Member { instance, proxy_for, native: self.connect.as_ref().is_some_and(|c| c.native) })
+        let native = self.connect.as_ref().is_some_and(|c| c.native);
+        Ok(Member { instance: Arc::new(instance), proxy_for, native })
     }
 }
 
