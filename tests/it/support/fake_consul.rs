@@ -551,6 +551,16 @@ async fn handle(
     let deadline = tokio::time::Instant::now() + wait + jitter;
     loop {
         version.borrow_and_update();
+        let held = wanted != 0 && tokio::time::Instant::now() < deadline;
+        let unchanged = held && index_of(&state.lock().unwrap(), &query) == Some(wanted);
+        if unchanged && state.lock().unwrap().fault.is_none() {
+            // Still nothing new: wait without rendering the body (as Consul's watch sets do).
+            tokio::select! {
+                _ = version.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            continue;
+        }
         let answer = answer(&state.lock().unwrap(), &query);
         let (status, body, index) = match answer {
             Answer::Blocking(body, index) => (200, body, Some(index)),
@@ -572,6 +582,23 @@ async fn handle(
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
+}
+
+/// The index a blocking endpoint would return now (as the client sees it), without its body.
+fn index_of(state: &State, q: &Query) -> Option<u64> {
+    let dc_name = q.params.get("datacenter").or(q.params.get("dc")).unwrap_or(&state.local);
+    let dc = state.dcs.get(dc_name)?;
+    let path = q.path.as_str();
+    let raw = match path {
+        "/v1/catalog/services" => dc.services_index,
+        "/v1/catalog/nodes" => dc.nodes_index,
+        _ if path.starts_with("/v1/health/state/") => dc.checks_index,
+        _ => {
+            let name = path.strip_prefix("/v1/health/service/").or_else(|| path.strip_prefix("/v1/health/connect/"))?;
+            dc.service_index.get(name).copied().unwrap_or(dc.extinction)
+        }
+    };
+    Some(raw.saturating_sub(state.offset).max(1))
 }
 
 enum Answer {
