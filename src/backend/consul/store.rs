@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireNode, aggregate};
+use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
 use crate::catalog::model::{CatalogData, Instance, MeshEndpoint, MeshKind, Node, lower};
 use crate::catalog::snapshot::{ServiceUpdate, Update};
 
@@ -42,6 +42,8 @@ pub struct Dc {
     by_node: HashMap<String, HashMap<String, String>>,
     /// service asked for → services with a proxy for it (or itself, when connect-native).
     connect_sources: HashMap<String, BTreeSet<String>>,
+    /// ingress gateway service → the services it exposes (config entries, S2.10).
+    ingress: HashMap<String, BTreeSet<String>>,
     /// The restored catalog of this DC, served until its first sync completes.
     restored: Option<CatalogData>,
 }
@@ -51,6 +53,7 @@ pub struct Dc {
 pub struct Dirty {
     services: BTreeSet<(String, String)>,
     connect: BTreeSet<(String, String)>,
+    ingress: BTreeSet<(String, String)>,
     nodes: BTreeSet<(String, String)>,
     removed_nodes: BTreeSet<(String, String)>,
 }
@@ -58,7 +61,11 @@ pub struct Dirty {
 impl Dirty {
     /// Nothing to publish?
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.connect.is_empty() && self.nodes.is_empty() && self.removed_nodes.is_empty()
+        self.services.is_empty()
+            && self.connect.is_empty()
+            && self.ingress.is_empty()
+            && self.nodes.is_empty()
+            && self.removed_nodes.is_empty()
     }
 }
 
@@ -204,6 +211,26 @@ impl Store {
         }
     }
 
+    /// The ingress gateways' config entries: which services each gateway exposes (S2.10).
+    pub fn apply_ingress(&mut self, dc: &str, entries: &[WireIngress]) {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return };
+        let mut next: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for entry in entries {
+            let exposed = next.entry(lower(&entry.name).into_owned()).or_default();
+            exposed.extend(entry.services().map(|s| lower(s).into_owned()));
+        }
+        let gateways: BTreeSet<&String> = dc.ingress.keys().chain(next.keys()).collect();
+        for gateway in gateways {
+            let (old, new) = (dc.ingress.get(gateway), next.get(gateway));
+            if old != new {
+                for service in old.into_iter().flatten().chain(new.into_iter().flatten()) {
+                    dirty.ingress.insert((dc.key(), service.clone()));
+                }
+            }
+        }
+        dc.ingress = next;
+    }
+
     /// The health entries of one service (H5.2); returns the entries DNS cannot carry.
     pub fn apply_health(&mut self, dc: &str, service: &str, entries: Vec<WireEntry>) -> Vec<String> {
         let Some((dc, dirty)) = self.dc_mut(dc) else { return Vec::new() };
@@ -292,15 +319,12 @@ impl Store {
                 update.services.push(ServiceUpdate { datacenter: &d.name, name: key, mesh: None, instances });
             }
         }
-        for (dc, key) in &dirty.connect {
-            if let Some(d) = live(dc) {
-                let instances = d.connect_endpoints(key).into_iter().collect();
-                update.services.push(ServiceUpdate {
-                    datacenter: &d.name,
-                    name: key,
-                    mesh: Some(MeshKind::Connect),
-                    instances,
-                });
+        for (kind, set) in [(MeshKind::Connect, &dirty.connect), (MeshKind::Ingress, &dirty.ingress)] {
+            for (dc, key) in set {
+                if let Some(d) = live(dc) {
+                    let instances = d.mesh_endpoints(kind, key);
+                    update.services.push(ServiceUpdate { datacenter: &d.name, name: key, mesh: Some(kind), instances });
+                }
             }
         }
         update
@@ -357,14 +381,7 @@ impl Store {
                 (Some(restored), false) => shared.restored.push(restored.clone()),
                 (_, true) => {
                     shared.nodes.extend(dc.nodes.values().cloned());
-                    let connect = dc.connect_sources.keys().flat_map(|key| {
-                        dc.connect_endpoints(key).into_iter().map(move |i| MeshEndpoint {
-                            kind: MeshKind::Connect,
-                            service: key.clone(),
-                            instance: i.clone(),
-                        })
-                    });
-                    let mesh: Vec<MeshEndpoint> = connect.collect();
+                    let mesh = dc.mesh();
                     if !mesh.is_empty() {
                         shared.restored.push(CatalogData { mesh, ..CatalogData::default() });
                     }
@@ -403,6 +420,7 @@ impl Dc {
             services: HashMap::new(),
             by_node: HashMap::new(),
             connect_sources: HashMap::new(),
+            ingress: HashMap::new(),
             restored,
         }
     }
@@ -421,6 +439,9 @@ impl Dc {
             if member.native {
                 dirty.connect.insert((dc.clone(), key.to_owned()));
             }
+        }
+        for exposed in self.ingress.get(key).into_iter().flatten() {
+            dirty.ingress.insert((dc.clone(), exposed.clone()));
         }
     }
 
@@ -535,6 +556,39 @@ impl Dc {
         }
     }
 
+    /// S2.10: the instances answering `<key>.connect` or `<key>.ingress`.
+    fn mesh_endpoints(&self, kind: MeshKind, key: &str) -> Vec<&Instance> {
+        match kind {
+            MeshKind::Connect => self.connect_endpoints(key),
+            MeshKind::Ingress => self
+                .ingress
+                .iter()
+                .filter(|(_, exposed)| exposed.contains(key))
+                .flat_map(|(gateway, _)| self.services.get(gateway).into_iter().flatten())
+                .map(|m| &*m.instance)
+                .collect(),
+        }
+    }
+
+    /// Every mesh endpoint of this datacenter, as plain data.
+    fn mesh(&self) -> Vec<MeshEndpoint> {
+        let exposed: BTreeSet<&String> = self.ingress.values().flatten().collect();
+        let names = self
+            .connect_sources
+            .keys()
+            .map(|k| (MeshKind::Connect, k))
+            .chain(exposed.into_iter().map(|k| (MeshKind::Ingress, k)));
+        names
+            .flat_map(|(kind, key)| {
+                self.mesh_endpoints(kind, key).into_iter().map(move |i| MeshEndpoint {
+                    kind,
+                    service: key.clone(),
+                    instance: i.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// S2.10: proxies for `key`, and its own instances when they are connect-native.
     fn connect_endpoints(&self, key: &str) -> Vec<&Instance> {
         let sources = self.connect_sources.get(key).into_iter().flatten();
@@ -553,15 +607,7 @@ impl Dc {
         for members in self.services.values() {
             data.instances.extend(members.iter().map(|m| (*m.instance).clone()));
         }
-        for key in self.connect_sources.keys() {
-            for instance in self.connect_endpoints(key) {
-                data.mesh.push(MeshEndpoint {
-                    kind: MeshKind::Connect,
-                    service: key.clone(),
-                    instance: instance.clone(),
-                });
-            }
-        }
+        data.mesh.extend(self.mesh());
     }
 }
 

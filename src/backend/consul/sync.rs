@@ -87,7 +87,7 @@ impl Syncer {
             retry: BTreeSet::new(),
             retry_at: None,
             fetch_backoff: Backoff::try_new(watch::BACKOFF_MIN, watch::BACKOFF_MAX, 0.5).expect("valid constants"),
-            max_fetches: settings.max_conns.saturating_sub(3).max(1),
+            max_fetches: settings.max_conns.saturating_sub(Topic::ALL.len()).max(1),
             settings,
             first_dirty: None,
             last_publish: Instant::now(),
@@ -108,13 +108,13 @@ impl Syncer {
             let remote = !dc.eq_ignore_ascii_case(&self.local_dc);
             let set = if remote && self.settings.translate_wan_addrs { AddressSet::Wan } else { AddressSet::Lan };
             self.store.add_dc(dc, set);
-            for topic in [Topic::Services, Topic::Nodes, Topic::Checks] {
+            for topic in Topic::ALL {
                 let events = self.events.0.clone();
                 tokio::spawn(watch::run(self.client.clone(), dc.clone(), topic, events, cancel.child_token()));
             }
         }
         self.store.retain_dcs(&served);
-        self.max_fetches = self.settings.max_conns.saturating_sub(3 * served.len()).max(1);
+        self.max_fetches = self.settings.max_conns.saturating_sub(Topic::ALL.len() * served.len()).max(1);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -198,7 +198,7 @@ impl Syncer {
         };
         served.retain(|dc| is_dns_label(dc));
         served.sort_by_key(|dc| !dc.eq_ignore_ascii_case(&self.local_dc));
-        let most = (self.settings.max_conns.saturating_sub(1) / 3).max(1);
+        let most = (self.settings.max_conns.saturating_sub(1) / Topic::ALL.len()).max(1);
         if served.len() > most {
             warn!(
                 served = most,
@@ -219,6 +219,7 @@ impl Syncer {
                     Body::Services(_) => Topic::Services,
                     Body::Nodes(_) => Topic::Nodes,
                     Body::Checks(_) => Topic::Checks,
+                    Body::Ingress(_) => Topic::Ingress,
                 };
                 self.status.set_index(&format!("{dc} {}", topic.name()), index);
                 match body {
@@ -229,6 +230,7 @@ impl Syncer {
                     }
                     Body::Nodes(nodes) => log_skipped(&dc, self.store.apply_nodes(&dc, nodes)),
                     Body::Checks(checks) => self.store.apply_checks(&dc, checks, index),
+                    Body::Ingress(entries) => self.store.apply_ingress(&dc, &entries),
                 }
                 self.after_change(&dc);
             }

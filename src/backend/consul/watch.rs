@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::client::Client;
-use super::wire::{ServiceList, WireCheck, WireNode};
+use super::wire::{ServiceList, WireCheck, WireIngress, WireNode};
 use super::{Event, SyncError};
 use crate::backend::backoff::{Backoff, RateLimit};
 use crate::backend::status::FailureReason;
@@ -48,7 +48,8 @@ pub fn step(sent: u64, returned: Option<u64>) -> Step {
     }
 }
 
-/// The three per-datacenter watches of the aggregate strategy (H5.4).
+/// The per-datacenter watches: the three of the aggregate strategy (H5.4) and the ingress
+/// gateways' config entries (S2.10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {
     /// `/v1/catalog/services`.
@@ -57,6 +58,13 @@ pub enum Topic {
     Nodes,
     /// `/v1/health/state/any`.
     Checks,
+    /// `/v1/config/ingress-gateway`.
+    Ingress,
+}
+
+impl Topic {
+    /// Every watch, in start order.
+    pub const ALL: [Topic; 4] = [Topic::Services, Topic::Nodes, Topic::Checks, Topic::Ingress];
 }
 
 impl Topic {
@@ -67,6 +75,7 @@ impl Topic {
             // Only the checks that can change an answer (S4): small bodies however large the
             // catalog; the index still moves with every check write (H3.5).
             Topic::Checks => "/v1/health/state/any?filter=Status%20!%3D%20%22passing%22",
+            Topic::Ingress => "/v1/config/ingress-gateway",
         }
     }
 
@@ -76,6 +85,7 @@ impl Topic {
             Topic::Services => "services",
             Topic::Nodes => "nodes",
             Topic::Checks => "checks",
+            Topic::Ingress => "ingress",
         }
     }
 }
@@ -89,6 +99,8 @@ pub enum Body {
     Nodes(Vec<WireNode>),
     /// Every check.
     Checks(Vec<WireCheck>),
+    /// Every ingress gateway config entry.
+    Ingress(Vec<WireIngress>),
 }
 
 fn decode(topic: Topic, url: &str, bytes: &[u8]) -> Result<Body, SyncError> {
@@ -100,6 +112,9 @@ fn decode(topic: Topic, url: &str, bytes: &[u8]) -> Result<Body, SyncError> {
         }
         Topic::Checks => {
             Body::Checks(serde_json::from_slice::<Option<Vec<_>>>(bytes).map_err(error)?.unwrap_or_default())
+        }
+        Topic::Ingress => {
+            Body::Ingress(serde_json::from_slice::<Option<Vec<_>>>(bytes).map_err(error)?.unwrap_or_default())
         }
     })
 }

@@ -142,6 +142,47 @@ pub struct WireEntry {
     pub checks: Option<Vec<WireCheck>>,
 }
 
+/// An `ingress-gateway` config entry (`GET /v1/config/ingress-gateway`): which services the
+/// gateway `Name` exposes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireIngress {
+    /// `Name`: the gateway's service name.
+    pub name: String,
+    /// `Listeners`.
+    #[serde(default)]
+    pub listeners: Option<Vec<WireListener>>,
+}
+
+/// A listener of an ingress gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireListener {
+    /// `Services`: `{"Name": …}`; `*` is a wildcard (not answered).
+    #[serde(default)]
+    pub services: Option<Vec<WireListenerService>>,
+}
+
+/// A service exposed by a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireListenerService {
+    /// `Name`.
+    pub name: String,
+}
+
+impl WireIngress {
+    /// The services this gateway exposes, by name (wildcards and names DNS cannot carry left out).
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.listeners
+            .iter()
+            .flatten()
+            .flat_map(|l| l.services.iter().flatten())
+            .map(|s| s.name.as_str())
+            .filter(|n| is_dns_label(n))
+    }
+}
+
 /// The part of `/v1/agent/self` we read (H5.8).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -96,6 +96,8 @@ struct Dc {
     services: BTreeMap<(String, String), SvcRec>,
     checks: BTreeMap<(String, String), CheckRec>,
     by_name: BTreeMap<String, std::collections::BTreeSet<(String, String)>>,
+    ingress: BTreeMap<String, (Vec<String>, u64)>,
+    config_index: u64,
     services_index: u64,
     nodes_index: u64,
     checks_index: u64,
@@ -317,6 +319,18 @@ impl FakeConsul {
             true => self.set_check(dc, node, &check, id, "critical"),
             false => self.remove_check(dc, node, &check),
         }
+    }
+
+    /// Writes the `ingress-gateway` config entry of `gateway` exposing `services` (none:
+    /// deletes it).
+    pub fn set_ingress(&self, dc: &str, gateway: &str, services: &[&str]) {
+        self.write(dc, |d, index| {
+            match services {
+                [] => d.ingress.remove(gateway),
+                _ => d.ingress.insert(gateway.into(), (services.iter().map(|s| s.to_string()).collect(), index)),
+            };
+            d.config_index = index;
+        });
     }
 
     /// Applies a fault to every read until [`FakeConsul::clear_fault`].
@@ -592,6 +606,7 @@ fn index_of(state: &State, q: &Query) -> Option<u64> {
     let raw = match path {
         "/v1/catalog/services" => dc.services_index,
         "/v1/catalog/nodes" => dc.nodes_index,
+        "/v1/config/ingress-gateway" => dc.config_index,
         _ if path.starts_with("/v1/health/state/") => dc.checks_index,
         _ => {
             let name = path.strip_prefix("/v1/health/service/").or_else(|| path.strip_prefix("/v1/health/connect/"))?;
@@ -689,6 +704,21 @@ fn answer(state: &State, q: &Query) -> Answer {
     if path == "/v1/catalog/nodes" {
         let nodes: Vec<Value> = dc.nodes.iter().map(|(name, n)| node_json(dc_name, name, n, shown)).collect();
         return Answer::Blocking(json!(nodes), shown(dc.nodes_index));
+    }
+    if path == "/v1/config/ingress-gateway" {
+        let entries: Vec<Value> = dc
+            .ingress
+            .iter()
+            .map(|(name, (services, index))| {
+                let services: Vec<Value> = services.iter().map(|s| json!({"Name": s, "Hosts": null})).collect();
+                json!({
+                    "Kind": "ingress-gateway", "Name": name, "TLS": {"Enabled": false},
+                    "Listeners": [{"Port": 8080, "Protocol": "tcp", "Services": services}],
+                    "CreateIndex": shown(*index), "ModifyIndex": shown(*index)
+                })
+            })
+            .collect();
+        return Answer::Blocking(json!(entries), shown(dc.config_index));
     }
     if let Some(state_name) = path.strip_prefix("/v1/health/state/") {
         let filter = match q.params.get("filter").map(|f| parse_filter(f)) {

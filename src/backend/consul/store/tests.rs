@@ -48,7 +48,12 @@ fn dirty_services(store: &mut Store) -> Vec<String> {
     store.refresh_health();
     let dirty = store.take_dirty();
     let update = store.update(&dirty);
-    update.services.iter().map(|s| format!("{}{}", s.name, if s.mesh.is_some() { ".connect" } else { "" })).collect()
+    let suffix = |mesh: Option<MeshKind>| match mesh {
+        None => "",
+        Some(MeshKind::Connect) => ".connect",
+        Some(MeshKind::Ingress) => ".ingress",
+    };
+    update.services.iter().map(|s| format!("{}{}", s.name, suffix(s.mesh))).collect()
 }
 
 fn health(store: &Store, service: &str, id: &str) -> Health {
@@ -160,4 +165,29 @@ fn restored_data_stands_in_until_the_dc_is_live() {
     let live = store.catalog_data();
     assert_eq!(live.instances.len(), 1);
     assert_eq!(live.instances[0].id, "web-9");
+}
+
+#[test]
+fn s2_10_ingress_config_entries_feed_ingress_names() {
+    let mut store = live_store();
+    let gateway = r#"[{"Node":{"Node":"n2","Address":"10.0.0.2"},
+        "Service":{"ID":"edge-1","Service":"edge","Kind":"ingress-gateway","Port":8443},"Checks":[]}]"#;
+    store.apply_services("dc1", list(&[("web", &["v1"]), ("api", &[]), ("edge", &[])]));
+    store.apply_health("dc1", "edge", serde_json::from_str(gateway).unwrap());
+    assert_eq!(dirty_services(&mut store), ["edge"], "a gateway without config exposes nothing");
+    let entries: Vec<WireIngress> = serde_json::from_str(
+        r#"[{"Kind":"ingress-gateway","Name":"edge","Listeners":[{"Port":8080,"Protocol":"http",
+            "Services":[{"Name":"web"},{"Name":"*"}]}]}]"#,
+    )
+    .unwrap();
+    store.apply_ingress("dc1", &entries);
+    assert_eq!(dirty_services(&mut store), ["web.ingress"], "the wildcard is not answered");
+    store.apply_ingress("dc1", &entries);
+    assert!(dirty_services(&mut store).is_empty(), "same config, nothing to rebuild");
+    store.apply_checks("dc1", vec![check("n2", "_node_maintenance", "", "critical", 40)], 40);
+    assert_eq!(dirty_services(&mut store), ["edge", "web", "web.ingress"]);
+    let data = store.catalog_data();
+    assert_eq!(data.mesh.iter().filter(|m| m.kind == MeshKind::Ingress).count(), 1);
+    store.apply_ingress("dc1", &[]);
+    assert_eq!(dirty_services(&mut store), ["web.ingress"], "config deleted");
 }
