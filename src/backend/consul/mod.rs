@@ -20,8 +20,10 @@
 //! `discover` (agent self, tolerating 403 → configured datacenter, H5.8; the datacenter list,
 //! narrowed by `datacenters`) retries with backoff until Consul answers. Then each datacenter
 //! is *syncing* until its services, nodes and checks watches have returned once and its services have been read; it
-//! then goes *live*: the whole catalog is built and published (restored data still stands in
-//! for datacenters not live yet). From then on every change marks services dirty in the
+//! then goes *live*. The first publish waits until every datacenter is live (or
+//! [`FIRST_SYNC_GRACE`] after the first one is), so no datacenter's names go from SERVFAIL to
+//! NXDOMAIN merely because it synced later; each datacenter going live after that rebuilds the
+//! whole catalog (restored data still stands in for datacenters not live yet). From then on every change marks services dirty in the
 //! [`store::Store`]; dirty services are rebuilt and published as a [`Snapshot::update`] that
 //! shares everything else, at most once per [`COALESCE`] (or twice the last update's cost)
 //! while changes stream in. SIGHUP's new build options rebuild everything from the store.
@@ -70,6 +72,8 @@ use wire::WireEntry;
 
 /// Shortest time between two publishes while changes stream in.
 pub const COALESCE: Duration = Duration::from_millis(5);
+/// Longest wait, once one datacenter has synced, for the others before the first publish.
+pub const FIRST_SYNC_GRACE: Duration = Duration::from_secs(5);
 /// Shortest time between two writes of the on-disk snapshot.
 pub const PERSIST_EVERY: Duration = Duration::from_secs(2);
 /// Shortest time between two "still current" marks on the on-disk snapshot.

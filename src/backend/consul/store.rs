@@ -274,9 +274,9 @@ impl Store {
         true
     }
 
-    /// Has any datacenter synced?
-    pub fn any_live(&self) -> bool {
-        self.dcs.values().any(|dc| dc.live)
+    /// Has every datacenter synced?
+    pub fn all_live(&self) -> bool {
+        self.dcs.values().all(|dc| dc.live)
     }
 
     /// Recomputes the health of every instance whose service is dirty (S4.1).

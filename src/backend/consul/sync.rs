@@ -16,7 +16,7 @@ use super::client::Client;
 use super::store::Store;
 use super::watch::{self, Body, Topic};
 use super::wire::{AddressSet, AgentSelf, WireEntry};
-use super::{COALESCE, CONFIRM_EVERY, Event, PERSIST_EVERY, Settings, SyncError};
+use super::{COALESCE, CONFIRM_EVERY, Event, FIRST_SYNC_GRACE, PERSIST_EVERY, Settings, SyncError};
 use crate::backend::backoff::Backoff;
 use crate::backend::status::{FailureReason, SyncStatus};
 use crate::catalog::model::is_dns_label;
@@ -46,6 +46,7 @@ pub struct Syncer {
     last_publish: Instant,
     publish_cost: Duration,
     full_rebuild: bool,
+    first_live: Option<Instant>,
     published: bool,
     persist_due: Option<Instant>,
     last_persist: Option<Instant>,
@@ -93,6 +94,7 @@ impl Syncer {
             last_publish: Instant::now(),
             publish_cost: Duration::ZERO,
             full_rebuild: false,
+            first_live: None,
             published: false,
             persist_due: None,
             last_persist: None,
@@ -283,6 +285,7 @@ impl Syncer {
         let fetching = pending(&self.queue) || pending(&self.in_flight) || pending(&self.retry);
         if self.store.try_go_live(dc, fetching) {
             self.full_rebuild = true;
+            self.first_live.get_or_insert_with(Instant::now);
         }
     }
 
@@ -314,11 +317,24 @@ impl Syncer {
         [self.publish_deadline(), self.retry_at, self.persist_due].into_iter().flatten().min()
     }
 
-    /// When the next publish is due: at once for a full rebuild, else once changes have settled
-    /// for [`COALESCE`] and at least twice the last update's cost after the last publish.
+    /// When a full rebuild is due. The first waits for every datacenter to sync, or for
+    /// [`FIRST_SYNC_GRACE`] after the first one did: publishing one datacenter while another is
+    /// still syncing would turn the other's names from SERVFAIL into NXDOMAIN, which clients
+    /// such as Kong cache. Later rebuilds (a datacenter going live, new options) are due at once.
+    fn full_rebuild_deadline(&self) -> Option<Instant> {
+        let first_live = self.first_live.filter(|_| self.full_rebuild)?;
+        match self.published || self.store.all_live() {
+            true => Some(Instant::now()),
+            false => Some(first_live + FIRST_SYNC_GRACE),
+        }
+    }
+
+    /// When the next publish is due: a full rebuild per [`Self::full_rebuild_deadline`], else
+    /// once changes have settled for [`COALESCE`] and at least twice the last update's cost
+    /// after the last publish.
     fn publish_deadline(&self) -> Option<Instant> {
-        if self.full_rebuild && self.store.any_live() {
-            return Some(Instant::now());
+        if let Some(at) = self.full_rebuild_deadline() {
+            return Some(at);
         }
         let first = self.first_dirty.filter(|_| self.published)?;
         Some((first + COALESCE).max(self.last_publish + COALESCE.max(self.publish_cost * 2)))
@@ -331,11 +347,13 @@ impl Syncer {
     }
 
     async fn publish_when_due(&mut self) {
+        // Deadlines first, the clock after: "due at once" is `Instant::now()` inside them.
+        let (full, update) = (self.full_rebuild_deadline(), self.publish_deadline());
         let now = Instant::now();
-        if self.full_rebuild && self.store.any_live() {
+        if full.is_some_and(|at| at <= now) {
             self.full_rebuild = false;
             self.publish_full().await;
-        } else if self.publish_deadline().is_some_and(|at| at <= now) {
+        } else if update.is_some_and(|at| at <= now) {
             self.publish_update();
         }
     }
