@@ -301,6 +301,7 @@ impl Snapshot {
         for (k, dc) in touched {
             next.datacenters.insert(k, Arc::new(dc));
         }
+        next.local = next.datacenters.get(&next.local_dc).cloned();
         if local_touched && let Some(local) = next.datacenters.get(&self.local_dc) {
             next.name_servers = name_servers(local);
             next.reverse = Arc::new(patch_reverse(&self.reverse, update, local, &self.local_dc));

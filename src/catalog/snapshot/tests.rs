@@ -98,6 +98,9 @@ fn update_equals_a_full_build_and_shares_what_did_not_change() {
     };
     let updated = before.update(&update, options());
     assert_eq!(view(&updated), view(&Snapshot::build(&after, options())));
+    let local = updated.datacenter(None).expect("names without a datacenter mean the local one");
+    assert_eq!(local.lookup(None, b"web").map(|r| r.instances.len()), Some(2), "the local DC's updated web");
+    assert!(std::ptr::eq(local, updated.datacenter(Some(b"dc1")).unwrap()));
     assert!(updated.is_synced());
     let ip: IpAddr = "10.0.0.11".parse().unwrap();
     assert!(matches!(updated.reverse(&ip), Some(Pointer::Node(_))), "the moved node's new address");
