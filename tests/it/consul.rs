@@ -388,3 +388,28 @@ fn sighup_rebuilds_the_consul_catalog_with_new_options_and_check_config_names_co
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("Consul backend at http://127.0.0.1:1"), "{out}");
 }
+
+#[test]
+fn ready_and_metrics_follow_the_consul_sync() {
+    use crate::support::http::{get, samples};
+    let fake = web_fake("dc1", &[]);
+    fake.stop_listening();
+    let d = start(&fake, &[]);
+    let ready = get(d.http(), "/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["reason"], "not synced");
+    fake.resume_listening();
+    eventually(&d, 10 * SEC, "ready after the first sync", || get(d.http(), "/ready").status == 200);
+    fake.set_fault(Fault::Status(500, "No cluster leader"));
+    fake.register("dc1", "n1", Svc::new("api", "api-1", 81));
+    eventually(&d, 10 * SEC, "failures counted", || {
+        samples(&get(d.http(), "/metrics").text())
+            .get("consul_dns_sync_failures_total{backend=\"consul\",reason=\"server_error\"}")
+            .is_some_and(|n| *n >= 1.0)
+    });
+    assert_eq!(get(d.http(), "/ready").status, 200, "no max_stale: still ready while Consul fails");
+    fake.clear_fault();
+    eventually(&d, 10 * SEC, "api", || !rdata(&d, "api.service.consul", RecordType::A).is_empty());
+    let m = samples(&get(d.http(), "/metrics").text());
+    assert!(m["consul_dns_sync_publishes_total{backend=\"consul\"}"] >= 2.0, "{m:?}");
+}

@@ -21,6 +21,7 @@ use crate::backend::backoff::Backoff;
 use crate::backend::status::{FailureReason, SyncStatus};
 use crate::catalog::model::is_dns_label;
 use crate::catalog::{BuildOptions, Catalog, Snapshot, persist};
+use crate::telemetry::{self, Backend};
 
 type Key = (String, String);
 
@@ -155,7 +156,7 @@ impl Syncer {
             match attempt {
                 Ok(served) => return Some(served),
                 Err(error) => {
-                    self.status.record_failure(error.reason(), error.to_string());
+                    self.failed(error.reason(), error.to_string());
                     let delay = backoff.next_delay();
                     if backoff.failures() == 1 {
                         warn!(%error, "Consul is not answering; serving what is known and retrying.");
@@ -216,7 +217,7 @@ impl Syncer {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Watch { dc, body, index } => {
-                self.status.record_success();
+                self.read_ok();
                 let topic = match &body {
                     Body::Services(_) => Topic::Services,
                     Body::Nodes(_) => Topic::Nodes,
@@ -241,7 +242,7 @@ impl Syncer {
                 self.in_flight.remove(&key);
                 match result {
                     Ok(entries) => {
-                        self.status.record_success();
+                        self.read_ok();
                         self.fetch_backoff.reset();
                         log_skipped(&dc, self.store.apply_health(&dc, &service, entries));
                         if self.again.remove(&key) {
@@ -250,7 +251,7 @@ impl Syncer {
                     }
                     Err(error) => {
                         debug!(%error, "Consul service read failed; retrying.");
-                        self.status.record_failure(error.reason(), error.to_string());
+                        self.failed(error.reason(), error.to_string());
                         self.again.remove(&key);
                         self.retry.insert(key);
                         if self.retry_at.is_none() {
@@ -261,10 +262,10 @@ impl Syncer {
                 self.after_change(&dc);
             }
             Event::Confirmed => {
-                self.status.record_success();
+                self.read_ok();
                 self.confirm_persisted();
             }
-            Event::Failed(reason, message) => self.status.record_failure(reason, message),
+            Event::Failed(reason, message) => self.failed(reason, message),
         }
     }
 
@@ -379,14 +380,20 @@ impl Syncer {
         let counts = snapshot.counts();
         let serial = self.catalog.publish(snapshot);
         self.after_publish(started, waited);
-        info!(
-            services = counts.services,
-            instances = counts.instances,
-            nodes = counts.nodes,
-            serial,
-            took_ms = started.elapsed().as_millis() as u64,
-            "Consul catalog synced."
-        );
+        telemetry::sync_succeeded(Backend::Consul, "sync", counts, serial);
+        debug!(took_ms = started.elapsed().as_millis() as u64, "Full Consul build.");
+    }
+
+    /// A successful read: the catalog is current as of now (the status and `/ready`'s clock).
+    fn read_ok(&self) {
+        self.status.record_success();
+        telemetry::sync_unchanged(Backend::Consul);
+    }
+
+    /// A failed read or write, counted by reason (already logged by whoever saw it).
+    fn failed(&self, reason: FailureReason, message: String) {
+        telemetry::metrics().sync_failure(Backend::Consul, reason.label());
+        self.status.record_failure(reason, message);
     }
 
     fn publish_update(&mut self) {
@@ -402,6 +409,7 @@ impl Syncer {
         let next = self.catalog.load_full().update(&update, self.effective_options());
         let serial = self.catalog.publish(next);
         self.after_publish(started, waited);
+        telemetry::metrics().published(Backend::Consul);
         debug!(changed, serial, took_us = started.elapsed().as_micros() as u64, "Consul change published.");
     }
 
@@ -478,6 +486,7 @@ fn persist_now(dir: &std::path::Path, data: crate::catalog::model::CatalogData, 
         }
         Err(error) => {
             warn!(%error, "Cannot write the catalog to the state directory.");
+            telemetry::metrics().sync_failure(Backend::Consul, FailureReason::Persist.label());
             status.record_failure(FailureReason::Persist, error.to_string());
         }
     }
