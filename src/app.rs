@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backend::file;
+use crate::backend::status::SyncStatus;
+use crate::backend::{consul, file};
 use crate::catalog::Catalog;
 use crate::config::{self, Config, Layer};
 use crate::dns::Settings;
@@ -50,10 +51,26 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let started = Instant::now();
     let options = Arc::new(config.build_options());
-    let (snapshot, version) = file::build(&config.catalog, Arc::clone(&options)).context("static catalog")?;
+    let status = Arc::new(SyncStatus::default());
+    let (snapshot, version, restored) = match &config.consul {
+        Some(_) => {
+            let (snapshot, restored) = consul::seed::initial(&config, &options, &status);
+            (snapshot, None, restored)
+        }
+        None => {
+            let (snapshot, version) = file::build(&config.catalog, Arc::clone(&options)).context("static catalog")?;
+            (snapshot, version, None)
+        }
+    };
     let counts = snapshot.counts();
     let catalog = Arc::new(Catalog::new(snapshot));
-    telemetry::sync_succeeded(Backend::File, "start", counts, catalog.load().serial());
+    match (&config.consul, &restored) {
+        (None, _) => telemetry::sync_succeeded(Backend::File, "start", counts, catalog.load().serial()),
+        (Some(_), Some(restored)) => {
+            telemetry::catalog_restored(Backend::Consul, restored.confirmed, counts, catalog.load().serial())
+        }
+        (Some(_), None) => {}
+    }
 
     let settings = dns_settings(&config, None);
     let shared = Shared {
@@ -70,14 +87,22 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let http = http_listener.map(|listener| {
-        // max_age: None until a backend with a staleness limit (Consul's max_stale) is wired.
-        let state =
-            http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age: None, started };
+        // Consul's max_stale also bounds readiness: a catalog not confirmed for longer is stale.
+        let max_age = config.consul.as_ref().and(config.max_stale);
+        let state = http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age, started };
         http::serve(listener, Arc::new(state), cancel.clone())
     });
     let (options_tx, options_rx) = watch::channel(options);
     let (source_tx, source_rx) = watch::channel(config.catalog.clone());
-    let backend = tokio::spawn(watch_static(source_rx, version, Arc::clone(&catalog), options_rx, cancel.clone()));
+    let backend = match &config.consul {
+        // Consul is the live source; a static catalog given as well only seeded the first answers.
+        Some(settings) => {
+            let (catalog, state_dir) = (Arc::clone(&catalog), config.state_dir.clone());
+            let syncer = consul::Syncer::new(settings.clone(), catalog, options_rx, status, state_dir, restored)?;
+            tokio::spawn(syncer.run(cancel.clone()))
+        }
+        None => tokio::spawn(watch_static(source_rx, version, Arc::clone(&catalog), options_rx, cancel.clone())),
+    };
 
     let mut current = config;
     while signals.next().await == Event::Reload {
@@ -94,6 +119,9 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
                 shared.settings.store(Arc::new(dns_settings(&next, Some(&previous))));
                 if next.catalog != current.catalog {
                     let _ = source_tx.send(next.catalog.clone());
+                }
+                if next.consul != current.consul || next.state_dir != current.state_dir {
+                    warn!("Consul settings and the state directory change only on restart.");
                 }
                 let _ = options_tx.send(Arc::new(next.build_options()));
                 telemetry::config_reloaded();

@@ -63,6 +63,15 @@ fn main() -> ExitCode {
 
 /// `--check-config`: the configuration parsed; now the catalog must load and build.
 fn check_config(config: &config::Config) -> ExitCode {
+    if let Some(consul) = &config.consul {
+        let state = config
+            .state_dir
+            .as_ref()
+            .map_or_else(|| "no state_dir".to_owned(), |d| format!("state_dir {}", d.display()));
+        println!("configuration OK; Consul backend at {} ({state})", consul.address);
+        println!("{}", recursion_summary(config));
+        return ExitCode::SUCCESS;
+    }
     match file::build(&config.catalog, Arc::new(config.build_options())) {
         Ok((snapshot, _)) => {
             let counts = snapshot.counts();

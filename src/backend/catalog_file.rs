@@ -191,8 +191,11 @@ fn convert<N: Located>(
         let message = ModelError::InvalidDatacenter(datacenter).to_string();
         return Err(CatalogFileError::Entry { path: path.to_owned(), location: "datacenter".into(), message });
     }
-    let mut data =
-        CatalogData { nodes: Vec::with_capacity(file.nodes.len()), instances: Vec::with_capacity(file.services.len()) };
+    let mut data = CatalogData {
+        nodes: Vec::with_capacity(file.nodes.len()),
+        instances: Vec::with_capacity(file.services.len()),
+        mesh: Vec::new(),
+    };
     let mut node_names: FastSet<String> = FastSet::default();
     for (i, entry) in file.nodes.into_iter().enumerate() {
         if !node_names.insert(lower(entry.name.text()).into_owned()) {

@@ -5,5 +5,8 @@
 //! snapshot and publishes it; on error it publishes nothing, so the last good snapshot keeps
 //! serving, and it says so in the log. Must not import `dns`.
 
+pub mod backoff;
 pub mod catalog_file;
+pub mod consul;
 pub mod file;
+pub mod status;

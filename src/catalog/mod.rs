@@ -14,7 +14,9 @@
 //! Must not import `dns` or `backend`.
 
 pub mod model;
+pub mod persist;
 pub mod records;
+pub mod reverse;
 pub mod snapshot;
 pub mod ttl;
 

@@ -198,6 +198,27 @@ pub struct Instance {
     pub health: Health,
 }
 
+/// Which mesh name a [`MeshEndpoint`] answers (S2.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MeshKind {
+    /// `<service>.connect`: sidecar proxies of the service, or its connect-native instances.
+    Connect,
+    /// `<service>.ingress`: ingress gateways exposing the service.
+    Ingress,
+}
+
+/// An instance answering for another service's mesh name: `.connect` or `.ingress` (S2.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshEndpoint {
+    /// `.connect` or `.ingress`.
+    pub kind: MeshKind,
+    /// The service asked for (`<service>.connect`).
+    pub service: String,
+    /// The proxy, gateway or connect-native instance that answers (also listed among the
+    /// catalog's instances under its own name).
+    pub instance: Instance,
+}
+
 /// Everything a backend knows, ready to be built into a snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatalogData {
@@ -205,6 +226,9 @@ pub struct CatalogData {
     pub nodes: Vec<Node>,
     /// Every instance, all datacenters.
     pub instances: Vec<Instance>,
+    /// Mesh endpoints (`.connect`, `.ingress`), all datacenters; empty for backends without
+    /// mesh data.
+    pub mesh: Vec<MeshEndpoint>,
 }
 
 /// A catalog that cannot be served as it is.
@@ -278,6 +302,12 @@ impl CatalogData {
             if !ids.insert((lower(&inst.datacenter), lower(node), inst.id.as_str())) {
                 return Err(ModelError::DuplicateInstance { id: inst.id.clone(), node: node.to_owned() });
             }
+        }
+        for endpoint in &self.mesh {
+            if !is_dns_label(&endpoint.service) {
+                return Err(ModelError::InvalidServiceName(endpoint.service.clone()));
+            }
+            validate_instance(&endpoint.instance, &nodes)?;
         }
         Ok(())
     }
@@ -357,27 +387,28 @@ mod tests {
 
     #[test]
     fn validate_catches_broken_references() {
-        let ok = CatalogData { nodes: vec![node("n1")], instances: vec![instance("a", Some("N1"))] };
+        let ok = CatalogData { nodes: vec![node("n1")], instances: vec![instance("a", Some("N1"))], mesh: vec![] };
         assert_eq!(ok.validate(), Ok(()));
 
-        let unknown = CatalogData { nodes: vec![], instances: vec![instance("a", Some("n9"))] };
+        let unknown = CatalogData { nodes: vec![], instances: vec![instance("a", Some("n9"))], mesh: vec![] };
         assert!(matches!(unknown.validate(), Err(ModelError::UnknownNode { .. })));
 
-        let no_addr = CatalogData { nodes: vec![], instances: vec![instance("a", None)] };
+        let no_addr = CatalogData { nodes: vec![], instances: vec![instance("a", None)], mesh: vec![] };
         assert!(matches!(no_addr.validate(), Err(ModelError::NoAddress { .. })));
 
-        let dup = CatalogData { nodes: vec![node("n1"), node("N1")], instances: vec![] };
+        let dup = CatalogData { nodes: vec![node("n1"), node("N1")], ..CatalogData::default() };
         assert!(matches!(dup.validate(), Err(ModelError::DuplicateNode { .. })));
 
         let twice = CatalogData {
             nodes: vec![node("n1")],
             instances: vec![instance("a", Some("n1")), instance("a", Some("n1"))],
+            mesh: vec![],
         };
         assert!(matches!(twice.validate(), Err(ModelError::DuplicateInstance { .. })));
 
         let mut bad = instance("a", Some("n1"));
         bad.service = "my service".into();
-        let bad = CatalogData { nodes: vec![node("n1")], instances: vec![bad] };
+        let bad = CatalogData { nodes: vec![node("n1")], instances: vec![bad], mesh: vec![] };
         assert!(matches!(bad.validate(), Err(ModelError::InvalidServiceName(_))));
     }
 

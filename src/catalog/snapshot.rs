@@ -15,9 +15,12 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::catalog::model::{Address, CatalogData, Instance, lower};
+use crate::catalog::model::{CatalogData, Instance, MeshKind, Node, lower};
 use crate::catalog::records::{Addr, FAMILIES, Family, NodeRecords, PreparedInstance, flags, relative};
+use crate::catalog::reverse::{patch_reverse, reverse_map};
 use crate::catalog::ttl::TtlTable;
+
+pub use crate::catalog::reverse::Pointer;
 
 /// Hash map with a fast, seeded hasher: the query path hashes every question.
 pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -91,7 +94,7 @@ impl TagFilter<'_> {
 }
 
 /// One datacenter's indexes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Datacenter {
     /// Name as stored.
     pub name: Box<str>,
@@ -101,6 +104,66 @@ pub struct Datacenter {
     pub services: Map<Box<[u8]>, Arc<ServiceRecords>>,
     /// Lower-case node name → records.
     pub nodes: Map<Box<[u8]>, Arc<NodeRecords>>,
+    /// `<service>.connect` endpoints by lower-case service name (S2.10); eligible only.
+    pub connect: Map<Box<[u8]>, Arc<ServiceRecords>>,
+    /// `<service>.ingress` gateways by lower-case service name (S2.10); eligible only.
+    pub ingress: Map<Box<[u8]>, Arc<ServiceRecords>>,
+}
+
+impl Datacenter {
+    /// The records a service name answers with: its own instances (`mesh = None`), or its
+    /// `.connect` / `.ingress` endpoints.
+    pub fn lookup(&self, mesh: Option<MeshKind>, name: &[u8]) -> Option<&Arc<ServiceRecords>> {
+        self.map(mesh).get(name)
+    }
+
+    fn map(&self, mesh: Option<MeshKind>) -> &Map<Box<[u8]>, Arc<ServiceRecords>> {
+        match mesh {
+            None => &self.services,
+            Some(MeshKind::Connect) => &self.connect,
+            Some(MeshKind::Ingress) => &self.ingress,
+        }
+    }
+
+    fn map_mut(&mut self, mesh: Option<MeshKind>) -> &mut Map<Box<[u8]>, Arc<ServiceRecords>> {
+        match mesh {
+            None => &mut self.services,
+            Some(MeshKind::Connect) => &mut self.connect,
+            Some(MeshKind::Ingress) => &mut self.ingress,
+        }
+    }
+}
+
+/// One service's instances as they are now, for [`Snapshot::update`].
+#[derive(Debug, Clone)]
+pub struct ServiceUpdate<'a> {
+    /// Datacenter of the service.
+    pub datacenter: &'a str,
+    /// The service name (for mesh entries: the name asked for, `<name>.connect`).
+    pub name: &'a str,
+    /// `None` for the service itself, else which mesh name these endpoints answer.
+    pub mesh: Option<MeshKind>,
+    /// Every instance now registered, any health; empty when the service is gone.
+    pub instances: Vec<&'a Instance>,
+}
+
+/// What changed since a snapshot, for [`Snapshot::update`].
+#[derive(Debug, Clone, Default)]
+pub struct Update<'a> {
+    /// Nodes added or changed.
+    pub nodes: Vec<&'a Node>,
+    /// Nodes removed: `(datacenter, name)`.
+    pub removed_nodes: Vec<(&'a str, &'a str)>,
+    /// Services to rebuild. Must include every service (and mesh entry) with an instance on a
+    /// changed node: prepared instances hold their node's records.
+    pub services: Vec<ServiceUpdate<'a>>,
+}
+
+impl Update<'_> {
+    /// Nothing to do?
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.removed_nodes.is_empty() && self.services.is_empty()
+    }
 }
 
 /// One name server of the NS set (S5.4).
@@ -110,25 +173,6 @@ pub struct NameServer {
     pub labels: Box<[u8]>,
     /// The node's address, if it is an IP.
     pub glue: Option<Addr>,
-}
-
-/// What a reverse lookup finds (S3.8).
-#[derive(Debug, Clone)]
-pub enum Pointer {
-    /// A node: `<node>.node.<dc>`.
-    Node(Arc<NodeRecords>),
-    /// A service instance's own address: `<svc>.service.<dc>` labels.
-    Service(Box<[u8]>),
-}
-
-impl Pointer {
-    /// The PTR target's relative labels.
-    pub fn labels(&self) -> &[u8] {
-        match self {
-            Pointer::Node(node) => &node.labels,
-            Pointer::Service(labels) => labels,
-        }
-    }
 }
 
 /// Counts for logs and metrics.
@@ -153,7 +197,7 @@ pub struct Snapshot {
     /// them a hash lookup.
     local: Option<Arc<Datacenter>>,
     datacenters: Map<Box<[u8]>, Arc<Datacenter>>,
-    reverse: Map<IpAddr, Pointer>,
+    reverse: Arc<Map<IpAddr, Pointer>>,
     name_servers: Box<[NameServer]>,
     counts: Counts,
 }
@@ -174,7 +218,7 @@ impl Snapshot {
             local_dc,
             local: None,
             datacenters: Map::default(),
-            reverse: Map::default(),
+            reverse: Arc::default(),
             name_servers: Box::new([]),
             counts: Counts::default(),
         }
@@ -215,15 +259,84 @@ impl Snapshot {
             snapshot.counts.instances += records.instances.len();
             dc.services.insert(group_key.1.as_bytes().into(), Arc::new(records));
         }
+        build_mesh(data, &mut dcs, &snapshot.options, &mut tags);
         let local = String::from_utf8_lossy(&snapshot.local_dc).into_owned();
         if let Some(dc) = dcs.get(local.as_str()) {
-            let servers = groups.get(&(Cow::Borrowed(local.as_str()), Cow::Borrowed("consul")));
-            snapshot.name_servers = name_servers(servers.map_or(&[][..], Vec::as_slice), dc);
-            snapshot.reverse = reverse_map(data, dc, &local);
+            snapshot.name_servers = name_servers(dc);
+            snapshot.reverse = Arc::new(reverse_map(data, dc, &local));
         }
         snapshot.datacenters = dcs.into_iter().map(|(k, v)| (k.as_bytes().into(), Arc::new(v))).collect();
         snapshot.local = snapshot.datacenters.get(&snapshot.local_dc).cloned();
         snapshot
+    }
+
+    /// A new snapshot: this one with `update` applied. Untouched datacenters, services and
+    /// nodes are shared with this snapshot by `Arc`; only the listed services are rebuilt, so
+    /// the cost follows the size of the change (plus one copy of the touched datacenters'
+    /// maps), not the size of the catalog.
+    pub fn update(&self, update: &Update<'_>, options: Arc<BuildOptions>) -> Snapshot {
+        let mut next = Snapshot::empty(options, true);
+        next.datacenters = self.datacenters.clone();
+        next.counts = self.counts;
+        let mut touched: Map<Box<[u8]>, Datacenter> = Map::default();
+        for (dc, name) in &update.removed_nodes {
+            if self.edit(&mut touched, dc).nodes.remove(&*key(name)).is_some() {
+                next.counts.nodes -= 1;
+            }
+        }
+        for node in &update.nodes {
+            let records = Arc::new(NodeRecords::build(node));
+            if self.edit(&mut touched, &node.datacenter).nodes.insert(key(&node.name), records).is_none() {
+                next.counts.nodes += 1;
+            }
+        }
+        let mut tags = Interner::default();
+        for change in &update.services {
+            let dc = self.edit(&mut touched, change.datacenter);
+            next.rebuild_service(dc, change, &mut tags);
+        }
+        let local_touched = touched.contains_key(&self.local_dc);
+        next.reverse = Arc::clone(&self.reverse);
+        next.name_servers = self.name_servers.clone();
+        for (k, dc) in touched {
+            next.datacenters.insert(k, Arc::new(dc));
+        }
+        next.local = next.datacenters.get(&next.local_dc).cloned();
+        if local_touched && let Some(local) = next.datacenters.get(&self.local_dc) {
+            next.name_servers = name_servers(local);
+            next.reverse = Arc::new(patch_reverse(&self.reverse, update, local, &self.local_dc));
+        }
+        next
+    }
+
+    /// The copy of datacenter `name` that an update edits, made on first use.
+    fn edit<'t>(&self, touched: &'t mut Map<Box<[u8]>, Datacenter>, name: &str) -> &'t mut Datacenter {
+        let k = key(name);
+        touched
+            .entry(k)
+            .or_insert_with_key(|k| self.datacenters.get(k).map_or_else(|| new_datacenter(name), |dc| (**dc).clone()))
+    }
+
+    fn rebuild_service(&mut self, dc: &mut Datacenter, change: &ServiceUpdate<'_>, tags: &mut Interner) {
+        let name = key(change.name);
+        let eligible: Vec<&Instance> =
+            change.instances.iter().copied().filter(|i| i.health.is_eligible(self.options.only_passing)).collect();
+        let ttl = self.options.service_ttl.lookup(&String::from_utf8_lossy(&name));
+        let records = build_service(&eligible, &dc.nodes, ttl, tags);
+        let counted = change.mesh.is_none();
+        if let Some(old) = dc.map_mut(change.mesh).remove(&name)
+            && counted
+        {
+            self.counts.services -= 1;
+            self.counts.instances -= old.instances.len();
+        }
+        if !records.instances.is_empty() {
+            if counted {
+                self.counts.services += 1;
+                self.counts.instances += records.instances.len();
+            }
+            dc.map_mut(change.mesh).insert(name, Arc::new(records));
+        }
     }
 
     /// The datacenter a question names (`None` = the local one); `None` if unknown (S2.11).
@@ -282,12 +395,33 @@ impl Snapshot {
 }
 
 fn datacenter_entry<'a, 'd>(dcs: &'a mut Map<Cow<'d, str>, Datacenter>, name: &'d str) -> &'a mut Datacenter {
-    dcs.entry(lower(name)).or_insert_with(|| Datacenter {
-        name: name.into(),
-        label: relative(name),
-        services: Map::default(),
-        nodes: Map::default(),
-    })
+    dcs.entry(lower(name)).or_insert_with(|| new_datacenter(name))
+}
+
+fn new_datacenter(name: &str) -> Datacenter {
+    Datacenter { name: name.into(), label: relative(name), ..Datacenter::default() }
+}
+
+/// S2.10: `.connect` and `.ingress` records, grouped by the service they answer for.
+fn build_mesh<'a>(
+    data: &'a CatalogData,
+    dcs: &mut Map<Cow<'a, str>, Datacenter>,
+    options: &BuildOptions,
+    tags: &mut Interner,
+) {
+    type Group<'a> = (Cow<'a, str>, MeshKind, Cow<'a, str>);
+    let mut groups: Map<Group<'a>, Vec<&Instance>> = Map::default();
+    for endpoint in data.mesh.iter().filter(|e| e.instance.health.is_eligible(options.only_passing)) {
+        let group_key = (lower(&endpoint.instance.datacenter), endpoint.kind, lower(&endpoint.service));
+        groups.entry(group_key).or_default().push(&endpoint.instance);
+    }
+    for ((dc_name, kind, service), list) in groups {
+        let Some(dc) = dcs.get_mut(&dc_name) else { continue };
+        let records = build_service(&list, &dc.nodes, options.service_ttl.lookup(&service), tags);
+        if !records.instances.is_empty() {
+            dc.map_mut(Some(kind)).insert(service.as_bytes().into(), Arc::new(records));
+        }
+    }
 }
 
 /// Shares one lower-cased `Arc<str>` per distinct tag across a build.
@@ -397,11 +531,12 @@ fn first_seen<K: Hash + Eq>(keys: impl Iterator<Item = Option<K>>, dups: &mut [u
 }
 
 /// S5.4: the nodes of the eligible `consul` instances (the answer path picks three).
-fn name_servers(servers: &[&Instance], dc: &Datacenter) -> Box<[NameServer]> {
+fn name_servers(dc: &Datacenter) -> Box<[NameServer]> {
     let mut seen = std::collections::HashSet::new();
+    let servers = dc.services.get(&b"consul"[..]).map_or(&[][..], |records| &records.instances[..]);
     servers
         .iter()
-        .filter_map(|inst| node_of(inst, &dc.nodes).ok().flatten())
+        .filter_map(|inst| inst.node.clone())
         .filter(|node| seen.insert(Arc::as_ptr(node)))
         .map(|node| NameServer {
             labels: node.labels.to_ascii_lowercase().into(),
@@ -410,21 +545,5 @@ fn name_servers(servers: &[&Instance], dc: &Datacenter) -> Box<[NameServer]> {
         .collect()
 }
 
-/// S3.8: node addresses first (first node wins), then service addresses, local DC only.
-fn reverse_map(data: &CatalogData, dc: &Datacenter, local: &str) -> Map<IpAddr, Pointer> {
-    let is_local = |name: &str| name.eq_ignore_ascii_case(local);
-    let mut map = Map::default();
-    for node in data.nodes.iter().filter(|n| is_local(&n.datacenter)) {
-        if let (Address::Ip(ip), Some(records)) = (&node.address, dc.nodes.get(&*key(&node.name))) {
-            map.entry(*ip).or_insert_with(|| Pointer::Node(Arc::clone(records)));
-        }
-    }
-    for inst in data.instances.iter().filter(|i| is_local(&i.datacenter)) {
-        if let Some(Address::Ip(ip)) = &inst.address {
-            map.entry(*ip).or_insert_with(|| {
-                Pointer::Service(relative(&format!("{}.service.{}", inst.service, inst.datacenter)))
-            });
-        }
-    }
-    map
-}
+#[cfg(test)]
+mod tests;

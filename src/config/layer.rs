@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use super::value::{Bounded, HttpAddr, Label, ListenAddr, Millis, Recursor, Secs, ServiceTtl};
+use super::value::{Bounded, ConsulAddr, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl};
 use crate::dns::acl::Cidr;
 use crate::dns::forward::Strategy;
 use crate::dns::name::DomainName;
@@ -125,6 +125,55 @@ pub struct Layer {
     /// REFUSED for every question [default: any]
     #[arg(long, value_name = "CIDR")]
     pub allow_query: Option<Vec<Cidr>>,
+
+    /// Consul HTTP API to sync from, http://host:port or https://host:port, instead of the
+    /// static catalog [default: CONSUL_HTTP_ADDR when no static catalog is given]
+    #[arg(long, value_name = "URL")]
+    pub consul: Option<ConsulAddr>,
+
+    /// Consul ACL token, sent as X-Consul-Token, never logged [default: CONSUL_HTTP_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub consul_token: Option<Secret>,
+
+    /// File holding the Consul ACL token [default: CONSUL_HTTP_TOKEN_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub consul_token_file: Option<PathBuf>,
+
+    /// PEM bundle of the CAs that sign Consul's https certificate [default: CONSUL_CACERT, else
+    /// the built-in web roots]
+    #[arg(long, value_name = "FILE")]
+    pub consul_ca_cert: Option<PathBuf>,
+
+    /// Read with ?stale: any Consul server answers, also without a leader [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub consul_stale: Option<bool>,
+
+    /// Most concurrent requests to Consul, long polls included (an agent allows 200 per
+    /// client) [default: 32]
+    #[arg(long, value_name = "N")]
+    pub consul_max_conns: Option<Bounded<4, 1000>>,
+
+    /// How long Consul may hold a blocking query, e.g. 5m (at most 10m) [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub consul_wait: Option<Millis>,
+
+    /// Datacenters to serve from Consul, repeatable [default: every one Consul lists]
+    #[arg(long, value_name = "DC")]
+    pub datacenters: Option<Vec<Label>>,
+
+    /// Answer remote datacenters with their WAN addresses, as Consul's translate_wan_addrs
+    /// [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub translate_wan_addrs: Option<bool>,
+
+    /// Directory where the last good Consul catalog is kept, to answer after a restart while
+    /// Consul is unreachable [default: none]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Oldest on-disk catalog still served at start-up, e.g. 1h [default: no limit]
+    #[arg(long, value_name = "DURATION")]
+    pub max_stale: Option<Secs>,
 }
 
 /// Every key, as written in TOML; the environment variable is `CONSUL_DNS_` + upper case.
@@ -152,6 +201,17 @@ pub const KEYS: &[&str] = &[
     "resolv_conf",
     "allow_recursion",
     "allow_query",
+    "consul",
+    "consul_token",
+    "consul_token_file",
+    "consul_ca_cert",
+    "consul_stale",
+    "consul_max_conns",
+    "consul_wait",
+    "datacenters",
+    "translate_wan_addrs",
+    "state_dir",
+    "max_stale",
 ];
 
 fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
@@ -218,6 +278,17 @@ impl Layer {
             "resolv_conf" => self.resolv_conf = Some(PathBuf::from(value)),
             "allow_recursion" => self.allow_recursion = Some(parse_list(value)?),
             "allow_query" => self.allow_query = Some(parse_list(value)?),
+            "consul" => self.consul = Some(parse(value)?),
+            "consul_token" => self.consul_token = Some(Secret::new(value)),
+            "consul_token_file" => self.consul_token_file = Some(PathBuf::from(value)),
+            "consul_ca_cert" => self.consul_ca_cert = Some(PathBuf::from(value)),
+            "consul_stale" => self.consul_stale = Some(parse_bool(value)?),
+            "consul_max_conns" => self.consul_max_conns = Some(parse(value)?),
+            "consul_wait" => self.consul_wait = Some(parse(value)?),
+            "datacenters" => self.datacenters = Some(parse_list(value)?),
+            "translate_wan_addrs" => self.translate_wan_addrs = Some(parse_bool(value)?),
+            "state_dir" => self.state_dir = Some(PathBuf::from(value)),
+            "max_stale" => self.max_stale = Some(parse(value)?),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -257,6 +328,17 @@ impl Layer {
             resolv_conf: top.resolv_conf.or(self.resolv_conf),
             allow_recursion: top.allow_recursion.or(self.allow_recursion),
             allow_query: top.allow_query.or(self.allow_query),
+            consul: top.consul.or(self.consul),
+            consul_token: top.consul_token.or(self.consul_token),
+            consul_token_file: top.consul_token_file.or(self.consul_token_file),
+            consul_ca_cert: top.consul_ca_cert.or(self.consul_ca_cert),
+            consul_stale: top.consul_stale.or(self.consul_stale),
+            consul_max_conns: top.consul_max_conns.or(self.consul_max_conns),
+            consul_wait: top.consul_wait.or(self.consul_wait),
+            datacenters: top.datacenters.or(self.datacenters),
+            translate_wan_addrs: top.translate_wan_addrs.or(self.translate_wan_addrs),
+            state_dir: top.state_dir.or(self.state_dir),
+            max_stale: top.max_stale.or(self.max_stale),
         }
     }
 }

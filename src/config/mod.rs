@@ -21,7 +21,46 @@ use crate::dns::forward::{self, Recursion, Strategy};
 use crate::dns::name::DomainName;
 use crate::telemetry::{LogFormat, Sample};
 pub use layer::{ENV_CONFIG, ENV_PREFIX, KEYS, Layer};
-use value::{DEFAULT_DNS_PORT, ServiceTtl};
+use value::{DEFAULT_DNS_PORT, Secret, ServiceTtl};
+
+/// Consul's own environment variables (consul-http-api H1), honoured below our own settings.
+pub const CONSUL_ENV: [&str; 5] =
+    ["CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_HTTP_SSL"];
+/// Concurrent requests to Consul by default (H6.1's example; an agent allows 200, H1.4).
+pub const DEFAULT_CONSUL_MAX_CONNS: u32 = 32;
+/// Blocking wait by default (Consul's own default, H2).
+pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(300);
+/// Consul's cap on `wait` (H3.3).
+pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
+
+/// What Consul's environment variables say (looked up through the same function as ours).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsulEnv {
+    /// `CONSUL_HTTP_ADDR`.
+    pub addr: Option<String>,
+    /// `CONSUL_HTTP_TOKEN`.
+    pub token: Option<Secret>,
+    /// `CONSUL_HTTP_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// `CONSUL_CACERT`.
+    pub ca_cert: Option<PathBuf>,
+    /// `CONSUL_HTTP_SSL=true`: https for addresses without a scheme.
+    pub ssl: bool,
+}
+
+impl ConsulEnv {
+    /// Reads the variables through `env`; empty values count as unset.
+    pub fn read(env: &dyn Fn(&str) -> Option<String>) -> ConsulEnv {
+        let get = |key: &str| env(key).filter(|v| !v.trim().is_empty());
+        ConsulEnv {
+            addr: get("CONSUL_HTTP_ADDR"),
+            token: get("CONSUL_HTTP_TOKEN").map(|t| Secret::new(&t)),
+            token_file: get("CONSUL_HTTP_TOKEN_FILE").map(PathBuf::from),
+            ca_cert: get("CONSUL_CACERT").map(PathBuf::from),
+            ssl: get("CONSUL_HTTP_SSL").is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true")),
+        }
+    }
+}
 
 /// The shipped static catalog, used when no `--static` is given and `config/services.toml`
 /// is not where the daemon runs: the daemon always starts with something to answer.
@@ -170,6 +209,16 @@ pub struct Config {
     pub allow_recursion: Option<Vec<Cidr>>,
     /// Clients answered at all.
     pub allow_query: Vec<Cidr>,
+    /// The Consul backend, when selected (`consul` or `CONSUL_HTTP_ADDR`); the static catalog
+    /// is then only the first answers before Consul's first sync, and only if `static` was
+    /// given explicitly.
+    pub consul: Option<crate::backend::consul::Settings>,
+    /// `static` was given explicitly (not the default file or the built-in copy).
+    pub static_given: bool,
+    /// Where the last good Consul catalog is kept.
+    pub state_dir: Option<PathBuf>,
+    /// Oldest on-disk catalog served at start-up; `None` = no limit.
+    pub max_stale: Option<Duration>,
 }
 
 /// Loads the configuration. `config_file` is `--config`; `env` looks up environment
@@ -185,7 +234,7 @@ pub fn load(
         None => Layer::default(),
     };
     let env_layer = Layer::from_env(env).map_err(|(var, message)| ConfigError::Env { var, message })?;
-    resolve(file.overlay(env_layer).overlay(flags), &|path| path.exists())
+    resolve_with(file.overlay(env_layer).overlay(flags), &ConsulEnv::read(env), &|path| path.exists())
 }
 
 /// Parses a config file.
@@ -194,12 +243,24 @@ pub fn read_file(path: &Path) -> Result<Layer, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError::from_toml(path, &text, &e))
 }
 
-/// Applies defaults and cross-field checks. `exists` tells whether a path exists.
+/// Applies defaults and cross-field checks, without Consul's environment variables. `exists`
+/// tells whether a path exists.
 pub fn resolve(layer: Layer, exists: &dyn Fn(&Path) -> bool) -> Result<Config, ConfigError> {
+    resolve_with(layer, &ConsulEnv::default(), exists)
+}
+
+/// [`resolve`] with Consul's environment variables below our settings.
+pub fn resolve_with(
+    layer: Layer,
+    consul_env: &ConsulEnv,
+    exists: &dyn Fn(&Path) -> bool,
+) -> Result<Config, ConfigError> {
+    let consul = consul_settings(&layer, consul_env)?;
     let domain = layer.domain.unwrap_or_else(|| DomainName::new("consul.").expect("a valid literal"));
     if layer.alt_domain.as_ref() == Some(&domain) {
         return Err(ConfigError::Invalid { key: "alt_domain", message: "must differ from domain".into() });
     }
+    let static_given = layer.static_catalog.is_some();
     let catalog = match layer.static_catalog {
         Some(path) => CatalogSource::File(path),
         None if exists(Path::new(DEFAULT_CATALOG_PATH)) => CatalogSource::File(DEFAULT_CATALOG_PATH.into()),
@@ -257,7 +318,57 @@ pub fn resolve(layer: Layer, exists: &dyn Fn(&Path) -> bool) -> Result<Config, C
         recursor_strategy: layer.recursor_strategy.unwrap_or_default(),
         allow_recursion: layer.allow_recursion,
         allow_query: layer.allow_query.unwrap_or_else(|| Cidr::any().to_vec()),
+        consul,
+        static_given,
+        state_dir: layer.state_dir,
+        max_stale: layer.max_stale.map(|s| Duration::from_secs(s.0.into())),
     })
+}
+
+/// The Consul backend's settings: our keys first, then Consul's environment variables. `None`
+/// when neither `consul` nor (without `static`) `CONSUL_HTTP_ADDR` selects it.
+fn consul_settings(layer: &Layer, env: &ConsulEnv) -> Result<Option<crate::backend::consul::Settings>, ConfigError> {
+    let from_env = || {
+        let addr = env.addr.as_deref().filter(|_| layer.static_catalog.is_none())?;
+        Some(
+            addr.parse::<value::ConsulAddr>()
+                .map_err(|message| ConfigError::Env { var: "CONSUL_HTTP_ADDR".into(), message }),
+        )
+    };
+    let address = match layer.consul.clone() {
+        Some(addr) => addr,
+        None => match from_env() {
+            Some(parsed) => parsed?,
+            None => return Ok(None),
+        },
+    };
+    let read_token = |key: &'static str, path: &Path| {
+        std::fs::read_to_string(path)
+            .map(|text| Secret::new(&text))
+            .map_err(|e| ConfigError::Invalid { key, message: format!("cannot read {}: {e}", path.display()) })
+    };
+    let token = match (&layer.consul_token, &layer.consul_token_file, &env.token, &env.token_file) {
+        (Some(token), ..) => Some(token.clone()),
+        (None, Some(path), ..) => Some(read_token("consul_token_file", path)?),
+        (None, None, Some(token), _) => Some(token.clone()),
+        (None, None, None, Some(path)) => Some(read_token("CONSUL_HTTP_TOKEN_FILE", path)?),
+        (None, None, None, None) => None,
+    };
+    let wait = layer.consul_wait.map_or(DEFAULT_CONSUL_WAIT, |w| w.0);
+    if wait.is_zero() || wait > MAX_CONSUL_WAIT {
+        return Err(ConfigError::Invalid { key: "consul_wait", message: "must be above 0 and at most 10m".into() });
+    }
+    Ok(Some(crate::backend::consul::Settings {
+        address: address.url(env.ssl),
+        token: token.filter(|t| !t.expose().is_empty()),
+        ca_cert: layer.consul_ca_cert.clone().or_else(|| env.ca_cert.clone()),
+        stale: layer.consul_stale.unwrap_or(true),
+        max_conns: layer.consul_max_conns.map_or(DEFAULT_CONSUL_MAX_CONNS, |n| n.0) as usize,
+        wait,
+        datacenters: layer.datacenters.as_ref().map(|list| list.iter().map(|dc| dc.0.clone()).collect()),
+        translate_wan_addrs: layer.translate_wan_addrs.unwrap_or(false),
+        datacenter: layer.datacenter.as_ref().map(|dc| dc.0.clone()),
+    }))
 }
 
 fn default_workers() -> usize {

@@ -124,6 +124,17 @@ fn every_key_is_settable_from_env_and_file() {
         ("resolv_conf", ("/tmp/resolv.conf", "\"/tmp/resolv.conf\"")),
         ("allow_recursion", ("10.0.0.0/8,::1", "[\"10.0.0.0/8\", \"::1\"]")),
         ("allow_query", ("0.0.0.0/0", "[\"0.0.0.0/0\"]")),
+        ("consul", ("http://127.0.0.1:8500", "\"http://127.0.0.1:8500\"")),
+        ("consul_token", ("s3cr3t", "\"s3cr3t\"")),
+        ("consul_token_file", ("/run/token", "\"/run/token\"")),
+        ("consul_ca_cert", ("/etc/ca.pem", "\"/etc/ca.pem\"")),
+        ("consul_stale", ("false", "false")),
+        ("consul_max_conns", ("64", "64")),
+        ("consul_wait", ("30s", "\"30s\"")),
+        ("datacenters", ("dc1,dc2", "[\"dc1\", \"dc2\"]")),
+        ("translate_wan_addrs", ("true", "true")),
+        ("state_dir", ("/var/lib/consul-dns", "\"/var/lib/consul-dns\"")),
+        ("max_stale", ("1h", "\"1h\"")),
     ]
     .into();
     assert_eq!(samples.len(), KEYS.len());
@@ -263,4 +274,58 @@ fn shipped_config_examples_parse_when_uncommented() {
     );
     assert_eq!(config.allow_recursion.map(|l| l.len()), Some(3));
     assert_eq!((config.udp_workers, config.recursor_strategy), (2, Strategy::Sequential));
+}
+
+#[test]
+fn consul_backend_from_flags_our_env_and_consuls_env() {
+    let config = resolve(Layer::default(), &|_| false).unwrap();
+    assert_eq!(config.consul, None, "the static catalog by default");
+    let token_file = write("from-file\n");
+    let path = token_file.path().display().to_string();
+    let env: HashMap<&str, String> = [
+        ("CONSUL_HTTP_ADDR", "consul.internal:8501".to_owned()),
+        ("CONSUL_HTTP_SSL", "true".to_owned()),
+        ("CONSUL_HTTP_TOKEN_FILE", path.clone()),
+        ("CONSUL_CACERT", "/etc/consul/ca.pem".to_owned()),
+    ]
+    .into();
+    let lookup = |k: &str| env.get(k).cloned();
+    let config = load(None, Layer::default(), &lookup).unwrap();
+    let consul = config.consul.expect("CONSUL_HTTP_ADDR selects Consul");
+    assert_eq!(consul.address, "https://consul.internal:8501", "CONSUL_HTTP_SSL without a scheme");
+    assert_eq!(consul.token.as_ref().map(|t| t.expose()), Some("from-file"));
+    assert_eq!(consul.ca_cert, Some("/etc/consul/ca.pem".into()));
+    assert_eq!((consul.stale, consul.max_conns, consul.wait), (true, 32, Duration::from_secs(300)));
+    assert!(!format!("{consul:?}").contains("from-file"), "the token never shows in Debug");
+
+    let flags = Layer {
+        consul: Some("http://127.0.0.1:8500".parse().unwrap()),
+        consul_token: Some(value::Secret::new("from-flag")),
+        datacenter: Some("east".parse().unwrap()),
+        ..Layer::default()
+    };
+    let consul = load(None, flags, &lookup).unwrap().consul.unwrap();
+    assert_eq!(consul.address, "http://127.0.0.1:8500");
+    assert_eq!(consul.token.as_ref().map(|t| t.expose()), Some("from-flag"), "ours beat Consul's");
+    assert_eq!(consul.datacenter.as_deref(), Some("east"));
+
+    let with_static = Layer { static_catalog: Some("x.toml".into()), ..Layer::default() };
+    let config = load(None, with_static, &lookup).unwrap();
+    assert_eq!(config.consul, None, "CONSUL_HTTP_ADDR alone does not override an explicit static catalog");
+    let both = Layer {
+        static_catalog: Some("x.toml".into()),
+        consul: Some("127.0.0.1:8500".parse().unwrap()),
+        ..Layer::default()
+    };
+    let config = load(None, both, &no_env).unwrap();
+    assert!(config.consul.is_some() && config.static_given, "--consul wins; the static file only seeds");
+
+    let missing = |k: &str| (k == "CONSUL_HTTP_TOKEN_FILE").then(|| "/nonexistent/token".to_owned());
+    let flags = Layer { consul: Some("127.0.0.1:8500".parse().unwrap()), ..Layer::default() };
+    let err = load(None, flags.clone(), &missing).unwrap_err();
+    assert!(err.to_string().contains("CONSUL_HTTP_TOKEN_FILE"), "{err}");
+    let long = Layer { consul_wait: Some(value::Millis(Duration::from_secs(3600))), ..flags };
+    assert!(load(None, long, &no_env).unwrap_err().to_string().contains("consul_wait"));
+    let unix = |k: &str| (k == "CONSUL_HTTP_ADDR").then(|| "unix:///run/consul.sock".to_owned());
+    assert!(load(None, Layer::default(), &unix).unwrap_err().to_string().contains("unix"));
 }

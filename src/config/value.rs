@@ -170,6 +170,19 @@ mod tests {
     }
 
     #[test]
+    fn h1_1_consul_addresses() {
+        let url = |text: &str, ssl: bool| text.parse::<ConsulAddr>().map(|a| a.url(ssl));
+        assert_eq!(url("http://127.0.0.1:8500", true), Ok("http://127.0.0.1:8500".into()));
+        assert_eq!(url("https://consul:8501/", false), Ok("https://consul:8501".into()));
+        assert_eq!(url("127.0.0.1:8500", false), Ok("http://127.0.0.1:8500".into()));
+        assert_eq!(url("127.0.0.1:8500", true), Ok("https://127.0.0.1:8500".into()));
+        assert!(url("unix:///run/consul.sock", false).unwrap_err().contains("unix"));
+        assert!(url("http://", false).is_err() && url("ftp://x", false).is_err());
+        assert_eq!(format!("{:?}", Secret::new(" s3cr3t\n")), "<redacted>");
+        assert_eq!(Secret::new(" s3cr3t\n").expose(), "s3cr3t");
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!("127.0.0.1:53".parse::<ListenAddr>().unwrap().0, "127.0.0.1:53".parse().unwrap());
         assert_eq!("::1".parse::<ListenAddr>().unwrap().0, "[::1]:8600".parse().unwrap());
@@ -249,6 +262,75 @@ impl<'de> Deserialize<'de> for Millis {
             Ok(Shape::Secs(secs)) => Ok(Millis(Duration::from_secs(secs))),
             Ok(Shape::Text(text)) => text.parse().map_err(de::Error::custom),
             Err(_) => Err(de::Error::custom("expected a duration: seconds, or a string like \"2s\" or \"500ms\"")),
+        }
+    }
+}
+
+/// A secret (the Consul token): shown as `<redacted>` by `Debug`, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret; surrounding whitespace (a token file's newline) is dropped.
+    pub fn new(text: &str) -> Secret {
+        Secret(text.trim().to_owned())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Secret::new(text))
+    }
+}
+
+deserialize_from_str!(Secret);
+
+/// The Consul address (H1.1): `http://host:port`, `https://host:port`, or `host:port` (http,
+/// or https with `CONSUL_HTTP_SSL=true`, decided when the configuration is resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulAddr(pub String);
+
+impl FromStr for ConsulAddr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let bad =
+            || format!("invalid Consul address {text:?}: expected http://host:port, https://host:port or host:port");
+        let (scheme, rest) = match text.split_once("://") {
+            Some(("unix", _)) => return Err(format!("{text:?}: unix sockets are not supported; use http://host:port")),
+            Some((scheme @ ("http" | "https"), rest)) => (Some(scheme), rest),
+            Some(_) => return Err(bad()),
+            None => (None, text),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') {
+            return Err(bad());
+        }
+        Ok(ConsulAddr(scheme.map_or_else(|| rest.to_owned(), |s| format!("{s}://{rest}"))))
+    }
+}
+
+deserialize_from_str!(ConsulAddr);
+
+impl ConsulAddr {
+    /// The base URL: the scheme given, else `https` when `ssl`, else `http`.
+    pub fn url(&self, ssl: bool) -> String {
+        if self.0.contains("://") {
+            self.0.clone()
+        } else {
+            format!("{}://{}", if ssl { "https" } else { "http" }, self.0)
         }
     }
 }

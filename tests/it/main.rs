@@ -2,6 +2,8 @@
 //! and a Rust client on hickory-proto. One binary, one file per behaviour family.
 
 mod cli;
+mod consul;
+mod fake;
 mod forward;
 mod kong;
 mod ops;

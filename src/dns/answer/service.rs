@@ -4,6 +4,7 @@
 
 use super::writer::{Owner, Section, Writer};
 use super::{Context, Reply, Scratch, negative, shuffle_step};
+use crate::catalog::model::MeshKind;
 use crate::catalog::records::{Addr, Family, PreparedInstance, Target, addr_labels, flags};
 use crate::catalog::snapshot::{Datacenter, ServiceRecords, TagFilter};
 use crate::dns::name::ServiceKind;
@@ -25,10 +26,13 @@ pub(super) fn answer(
     tag: Option<&[u8]>,
     dc: Option<&[u8]>,
 ) -> Reply {
-    // Mesh (.connect/.ingress) endpoints exist only where a backend reports them; the catalog
-    // model carries none yet, so those names do not exist here.
-    let dc = ctx.snapshot.datacenter(dc).filter(|_| kind == ServiceKind::Service);
-    let Some((dc, records)) = dc.and_then(|dc| Some((dc, dc.services.get(name)?))) else {
+    let mesh = match kind {
+        ServiceKind::Service => None,
+        ServiceKind::Connect => Some(MeshKind::Connect),
+        ServiceKind::Ingress => Some(MeshKind::Ingress),
+    };
+    let dc = ctx.snapshot.datacenter(dc);
+    let Some((dc, records)) = dc.and_then(|dc| Some((dc, dc.lookup(mesh, name)?))) else {
         return negative(ctx, w, rcode::NXDOMAIN);
     };
     let filter = tag.map(|tag| records.tag_filter(tag));

@@ -73,7 +73,7 @@ fn catalog() -> CatalogData {
         nodes.push(node(&name, &format!("10.1.{}.{}", i / 250, i % 250 + 1), &[]));
         instances.push(instance("big", &format!("big-{i}"), &name, None, 9000, &[], Passing));
     }
-    CatalogData { nodes, instances }
+    CatalogData { nodes, instances, mesh: vec![] }
 }
 
 fn options() -> BuildOptions {

@@ -40,7 +40,7 @@ impl Daemon {
         let catalog = dir.path().join("services.toml");
         let mut command = Command::new(binary());
         command.args(["--listen", "127.0.0.1:0", "--udp-workers", "2", "--log-level", "info,consul_dns=debug"]);
-        if !args.contains(&"--static") {
+        if !args.contains(&"--static") && !args.contains(&"--consul") {
             command.arg("--static").arg(&catalog);
         }
         if !args.contains(&"--http") {
@@ -51,6 +51,11 @@ impl Daemon {
             let empty = dir.path().join("resolv.conf");
             std::fs::write(&empty, "").unwrap();
             command.arg("--resolv-conf").arg(&empty);
+        }
+        for var in
+            ["CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_HTTP_SSL"]
+        {
+            command.env_remove(var); // the machine's Consul settings must not leak into tests
         }
         command.args(args).env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start consul-dns");

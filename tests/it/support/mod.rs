@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod fake_consul;
 pub mod http;
 pub mod upstream;
 

@@ -1,0 +1,615 @@
+//! The backend's copy of each datacenter, built from the watch bodies and the per-service
+//! health reads, and the bookkeeping that turns one change into the smallest snapshot update:
+//! which services (and `.connect` names) must be rebuilt, which nodes changed.
+//!
+//! Health comes from two sources kept consistent by `ModifyIndex`: the DC-wide list of
+//! non-passing checks (`/v1/health/state/any?filter=Status != "passing"`, one watch) and the
+//! checks inside each health entry. A check flip therefore needs no extra request: the checks
+//! watch returns, the store finds the instances on that node (or with that service ID), and
+//! only their services are rebuilt.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
+use crate::catalog::model::{CatalogData, Instance, MeshEndpoint, MeshKind, Node, lower};
+use crate::catalog::snapshot::{ServiceUpdate, Update};
+
+/// A non-passing check (passing ones are not kept: they never change an answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Check {
+    id: String,
+    service_id: String,
+    status: String,
+    modify_index: u64,
+}
+
+/// One datacenter.
+#[derive(Debug)]
+pub struct Dc {
+    /// Name as Consul spells it.
+    pub name: String,
+    set: AddressSet,
+    services_list: Option<ServiceList>,
+    nodes_seen: bool,
+    checks_seen: bool,
+    /// The initial sync has completed: changes are published incrementally from now on.
+    pub live: bool,
+    nodes: HashMap<String, Node>,
+    checks: HashMap<String, Vec<Check>>,
+    services: HashMap<String, Vec<Member>>,
+    /// node → (service ID → service), to find what a node or check change touches.
+    by_node: HashMap<String, HashMap<String, String>>,
+    /// service asked for → services with a proxy for it (or itself, when connect-native).
+    connect_sources: HashMap<String, BTreeSet<String>>,
+    /// ingress gateway service → the services it exposes (config entries, S2.10).
+    ingress: HashMap<String, BTreeSet<String>>,
+    /// The restored catalog of this DC, served until its first sync completes.
+    restored: Option<CatalogData>,
+}
+
+/// What must be rebuilt at the next publish.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    services: BTreeSet<(String, String)>,
+    connect: BTreeSet<(String, String)>,
+    ingress: BTreeSet<(String, String)>,
+    nodes: BTreeSet<(String, String)>,
+    removed_nodes: BTreeSet<(String, String)>,
+}
+
+impl Dirty {
+    /// Nothing to publish?
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.connect.is_empty()
+            && self.ingress.is_empty()
+            && self.nodes.is_empty()
+            && self.removed_nodes.is_empty()
+    }
+}
+
+/// Every datacenter served.
+#[derive(Debug, Default)]
+pub struct Store {
+    dcs: BTreeMap<String, Dc>,
+    dirty: Dirty,
+}
+
+impl Store {
+    /// Adds a datacenter to serve; `set` chooses LAN or WAN addresses (S3.3).
+    pub fn add_dc(&mut self, name: &str, set: AddressSet) {
+        let restored = self.dcs.remove(&*lower(name)).and_then(|dc| dc.restored);
+        self.dcs.insert(lower(name).into_owned(), Dc::new(name, set, restored));
+    }
+
+    /// Seeds restored data: served for each DC until that DC has synced.
+    pub fn seed(&mut self, data: CatalogData) {
+        let mut by_dc: BTreeMap<String, CatalogData> = BTreeMap::new();
+        for node in data.nodes {
+            by_dc.entry(lower(&node.datacenter).into_owned()).or_default().nodes.push(node);
+        }
+        for inst in data.instances {
+            by_dc.entry(lower(&inst.datacenter).into_owned()).or_default().instances.push(inst);
+        }
+        for endpoint in data.mesh {
+            by_dc.entry(lower(&endpoint.instance.datacenter).into_owned()).or_default().mesh.push(endpoint);
+        }
+        for (key, part) in by_dc {
+            let name = part.nodes.first().map_or_else(|| key.clone(), |n| n.datacenter.clone());
+            let mut dc = Dc::new(&name, AddressSet::Lan, Some(part));
+            dc.live = false;
+            self.dcs.insert(key, dc);
+        }
+    }
+
+    /// Drops restored datacenters that are no longer served.
+    pub fn retain_dcs(&mut self, served: &[String]) {
+        self.dcs.retain(|key, _| served.iter().any(|s| lower(s) == key.as_str()));
+    }
+
+    /// Datacenter by name.
+    pub fn dc(&self, name: &str) -> Option<&Dc> {
+        self.dcs.get(&*lower(name))
+    }
+
+    fn dc_mut(&mut self, name: &str) -> Option<(&mut Dc, &mut Dirty)> {
+        let dc = self.dcs.get_mut(&*lower(name))?;
+        Some((dc, &mut self.dirty))
+    }
+
+    /// A new services list; returns the services to (re)read: new ones, those whose tags
+    /// changed, or all of them when the list moved without a visible change (a re-registration
+    /// that changed an address or port, H3.4).
+    pub fn apply_services(&mut self, dc: &str, list: ServiceList) -> Vec<String> {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return Vec::new() };
+        let list: ServiceList =
+            list.into_iter().filter(|(name, _)| crate::catalog::model::is_dns_label(name)).collect();
+        let fetch: Vec<String> = match &dc.services_list {
+            Some(old) if *old == list => list.keys().cloned().collect(),
+            Some(old) => {
+                list.iter().filter(|(name, tags)| old.get(*name) != Some(tags)).map(|(n, _)| n.clone()).collect()
+            }
+            None => list.keys().cloned().collect(),
+        };
+        let listed: std::collections::HashSet<String> = list.keys().map(|name| lower(name).into_owned()).collect();
+        let gone: Vec<String> = dc.services.keys().filter(|key| !listed.contains(*key)).cloned().collect();
+        for key in gone {
+            dc.replace_members(&key, Vec::new(), dirty);
+        }
+        dc.services_list = Some(list);
+        fetch
+    }
+
+    /// A new node list (H5.5). Nodes still referenced by instances stay until their instances
+    /// go (the services watch follows shortly).
+    pub fn apply_nodes(&mut self, dc: &str, nodes: Vec<WireNode>) -> Vec<String> {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return Vec::new() };
+        dc.nodes_seen = true;
+        let mut skipped = Vec::new();
+        let mut next: HashMap<String, Node> = HashMap::with_capacity(nodes.len());
+        for wire in nodes {
+            match wire.to_model(&dc.name, dc.set) {
+                Ok(node) => {
+                    next.insert(lower(&node.name).into_owned(), node);
+                }
+                Err(reason) => skipped.push(reason),
+            }
+        }
+        for (key, node) in &next {
+            if dc.nodes.get(key) != Some(node) {
+                dc.node_changed(key, dirty);
+            }
+        }
+        let removed: Vec<String> = dc.nodes.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
+        for key in removed {
+            if dc.by_node.get(&key).is_some_and(|ids| !ids.is_empty()) {
+                next.insert(key.clone(), dc.nodes[&key].clone());
+            } else {
+                dirty.removed_nodes.insert((dc.name.clone(), key));
+            }
+        }
+        dc.nodes = next;
+        skipped
+    }
+
+    /// A new list of non-passing checks (H5.4), read at `index`.
+    pub fn apply_checks(&mut self, dc: &str, checks: Vec<WireCheck>, index: u64) {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return };
+        dc.checks_seen = true;
+        let mut next: HashMap<String, Vec<Check>> = HashMap::new();
+        for wire in checks.into_iter().filter(|c| c.status != "passing") {
+            next.entry(lower(&wire.node).into_owned()).or_default().push(Check {
+                id: wire.check_id,
+                service_id: wire.service_id,
+                status: wire.status,
+                modify_index: wire.modify_index,
+            });
+        }
+        // A check read later through a health entry is newer than this list: keep it.
+        for (node, old) in &dc.checks {
+            for check in old.iter().filter(|c| c.modify_index > index) {
+                let list = next.entry(node.clone()).or_default();
+                list.retain(|c| c.id != check.id);
+                list.push(check.clone());
+            }
+        }
+        for list in next.values_mut() {
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let nodes: BTreeSet<&String> = dc.checks.keys().chain(next.keys()).collect();
+        let mut touched = Vec::new();
+        for node in nodes {
+            let (old, new) = (dc.checks.get(node), next.get(node));
+            if old != new {
+                touched.push((node.clone(), changed_service_ids(old, new)));
+            }
+        }
+        dc.checks = next;
+        for (node, ids) in touched {
+            dc.checks_touched(&node, ids, dirty);
+        }
+    }
+
+    /// The ingress gateways' config entries: which services each gateway exposes (S2.10).
+    pub fn apply_ingress(&mut self, dc: &str, entries: &[WireIngress]) {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return };
+        let mut next: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for entry in entries {
+            let exposed = next.entry(lower(&entry.name).into_owned()).or_default();
+            exposed.extend(entry.services().map(|s| lower(s).into_owned()));
+        }
+        let gateways: BTreeSet<&String> = dc.ingress.keys().chain(next.keys()).collect();
+        for gateway in gateways {
+            let (old, new) = (dc.ingress.get(gateway), next.get(gateway));
+            if old != new {
+                for service in old.into_iter().flatten().chain(new.into_iter().flatten()) {
+                    dirty.ingress.insert((dc.key(), service.clone()));
+                }
+            }
+        }
+        dc.ingress = next;
+    }
+
+    /// The health entries of one service (H5.2); returns the entries DNS cannot carry.
+    pub fn apply_health(&mut self, dc: &str, service: &str, entries: Vec<WireEntry>) -> Vec<String> {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return Vec::new() };
+        let mut skipped = Vec::new();
+        let mut members = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let node_key = lower(&entry.node.name).into_owned();
+            if !dc.nodes.contains_key(&node_key) {
+                match entry.node.to_model(&dc.name, dc.set) {
+                    Ok(node) => {
+                        dc.nodes.insert(node_key.clone(), node);
+                        dc.node_changed(&node_key, dirty);
+                    }
+                    Err(reason) => {
+                        skipped.push(reason);
+                        continue;
+                    }
+                }
+            }
+            for check in entry.checks.iter().flatten() {
+                dc.merge_check(check, dirty);
+            }
+            match Member::from_entry(&entry, &dc.name, dc.set) {
+                Ok(member) => members.push(member),
+                Err(reason) => skipped.push(reason),
+            }
+        }
+        dc.replace_members(&lower(service), members, dirty);
+        skipped
+    }
+
+    /// Marks datacenter `name` live if its initial sync is complete (`fetching` = reads still
+    /// outstanding there); true when it just became live.
+    pub fn try_go_live(&mut self, name: &str, fetching: bool) -> bool {
+        let Some(dc) = self.dcs.get_mut(&*lower(name)) else { return false };
+        if dc.live || fetching || dc.services_list.is_none() || !dc.nodes_seen || !dc.checks_seen {
+            return false;
+        }
+        dc.live = true;
+        dc.restored = None;
+        true
+    }
+
+    /// Has every datacenter synced?
+    pub fn all_live(&self) -> bool {
+        self.dcs.values().all(|dc| dc.live)
+    }
+
+    /// Recomputes the health of every instance whose service is dirty (S4.1).
+    pub fn refresh_health(&mut self) {
+        for (dc_key, service) in &self.dirty.services {
+            if let Some(dc) = self.dcs.get_mut(dc_key.as_str()) {
+                dc.refresh_health(service);
+            }
+        }
+    }
+
+    /// Takes what is dirty, for an incremental update (refresh health first).
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Anything changed since the last take?
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The snapshot update for `dirty`: live datacenters only (the others are published whole
+    /// when they go live).
+    pub fn update<'s>(&'s self, dirty: &'s Dirty) -> Update<'s> {
+        let mut update = Update::default();
+        let live = |dc: &str| self.dcs.get(dc).filter(|d| d.live);
+        for (dc, key) in &dirty.removed_nodes {
+            if let Some(d) = live(dc.to_ascii_lowercase().as_str()) {
+                update.removed_nodes.push((&d.name, key));
+            }
+        }
+        for (dc, key) in &dirty.nodes {
+            if let Some(node) = live(dc).and_then(|d| d.nodes.get(key)) {
+                update.nodes.push(node);
+            }
+        }
+        for (dc, key) in &dirty.services {
+            if let Some(d) = live(dc) {
+                let instances = d.services.get(key).map_or_else(Vec::new, |m| m.iter().map(|m| &*m.instance).collect());
+                update.services.push(ServiceUpdate { datacenter: &d.name, name: key, mesh: None, instances });
+            }
+        }
+        for (kind, set) in [(MeshKind::Connect, &dirty.connect), (MeshKind::Ingress, &dirty.ingress)] {
+            for (dc, key) in set {
+                if let Some(d) = live(dc) {
+                    let instances = d.mesh_endpoints(kind, key);
+                    update.services.push(ServiceUpdate { datacenter: &d.name, name: key, mesh: Some(kind), instances });
+                }
+            }
+        }
+        update
+    }
+
+    /// The whole catalog as plain data: live datacenters from their sync, the others as
+    /// restored.
+    pub fn catalog_data(&self) -> CatalogData {
+        let mut data = CatalogData::default();
+        for dc in self.dcs.values() {
+            match (&dc.restored, dc.live) {
+                (Some(restored), false) => {
+                    data.nodes.extend(restored.nodes.iter().cloned());
+                    data.instances.extend(restored.instances.iter().cloned());
+                    data.mesh.extend(restored.mesh.iter().cloned());
+                }
+                (_, true) => dc.export(&mut data),
+                (None, false) => {}
+            }
+        }
+        data
+    }
+}
+
+/// The catalog as shared pieces, cheap to take on the sync loop and turned into
+/// [`CatalogData`] off it (for the on-disk copy).
+#[derive(Debug, Default)]
+pub struct Shared {
+    nodes: Vec<crate::catalog::model::Node>,
+    instances: Vec<Arc<Instance>>,
+    restored: Vec<CatalogData>,
+}
+
+impl Shared {
+    /// The plain catalog (clones every instance: run it off the async runtime).
+    pub fn into_data(self) -> CatalogData {
+        let mut data = CatalogData { nodes: self.nodes, ..CatalogData::default() };
+        data.instances.extend(self.instances.iter().map(|i| (**i).clone()));
+        for part in self.restored {
+            data.nodes.extend(part.nodes);
+            data.instances.extend(part.instances);
+            data.mesh.extend(part.mesh);
+        }
+        data
+    }
+}
+
+impl Store {
+    /// [`Store::catalog_data`] as shared pieces; mesh endpoints are rebuilt from the instances.
+    pub fn shared(&self) -> Shared {
+        let mut shared = Shared::default();
+        for dc in self.dcs.values() {
+            match (&dc.restored, dc.live) {
+                (Some(restored), false) => shared.restored.push(restored.clone()),
+                (_, true) => {
+                    shared.nodes.extend(dc.nodes.values().cloned());
+                    let mesh = dc.mesh();
+                    if !mesh.is_empty() {
+                        shared.restored.push(CatalogData { mesh, ..CatalogData::default() });
+                    }
+                    shared.instances.extend(dc.services.values().flatten().map(|m| Arc::clone(&m.instance)));
+                }
+                (None, false) => {}
+            }
+        }
+        shared
+    }
+}
+
+/// Service IDs whose non-passing checks differ between two lists of one node; `""` (a node
+/// check) means every instance on the node.
+fn changed_service_ids(old: Option<&Vec<Check>>, new: Option<&Vec<Check>>) -> BTreeSet<String> {
+    let empty = Vec::new();
+    let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
+    let mut ids = BTreeSet::new();
+    for check in old.iter().filter(|c| !new.contains(c)).chain(new.iter().filter(|c| !old.contains(c))) {
+        ids.insert(check.service_id.clone());
+    }
+    ids
+}
+
+impl Dc {
+    fn new(name: &str, set: AddressSet, restored: Option<CatalogData>) -> Dc {
+        Dc {
+            name: name.to_owned(),
+            set,
+            services_list: None,
+            nodes_seen: false,
+            checks_seen: false,
+            live: false,
+            nodes: HashMap::new(),
+            checks: HashMap::new(),
+            services: HashMap::new(),
+            by_node: HashMap::new(),
+            connect_sources: HashMap::new(),
+            ingress: HashMap::new(),
+            restored,
+        }
+    }
+
+    fn key(&self) -> String {
+        lower(&self.name).into_owned()
+    }
+
+    fn mark_service(&self, key: &str, dirty: &mut Dirty) {
+        let dc = self.key();
+        dirty.services.insert((dc.clone(), key.to_owned()));
+        for member in self.services.get(key).into_iter().flatten() {
+            if let Some(dest) = &member.proxy_for {
+                dirty.connect.insert((dc.clone(), lower(dest).into_owned()));
+            }
+            if member.native {
+                dirty.connect.insert((dc.clone(), key.to_owned()));
+            }
+        }
+        for exposed in self.ingress.get(key).into_iter().flatten() {
+            dirty.ingress.insert((dc.clone(), exposed.clone()));
+        }
+    }
+
+    fn node_changed(&self, node: &str, dirty: &mut Dirty) {
+        dirty.nodes.insert((self.key(), node.to_owned()));
+        let services: BTreeSet<&String> = self.by_node.get(node).into_iter().flat_map(|ids| ids.values()).collect();
+        for service in services {
+            self.mark_service(service, dirty);
+        }
+    }
+
+    fn checks_touched(&self, node: &str, ids: BTreeSet<String>, dirty: &mut Dirty) {
+        let Some(on_node) = self.by_node.get(node) else { return };
+        let services: BTreeSet<&String> = if ids.contains("") {
+            on_node.values().collect()
+        } else {
+            ids.iter().filter_map(|id| on_node.get(id)).collect()
+        };
+        for service in services {
+            self.mark_service(service, dirty);
+        }
+    }
+
+    fn merge_check(&mut self, wire: &WireCheck, dirty: &mut Dirty) {
+        let node = lower(&wire.node).into_owned();
+        let list = self.checks.entry(node.clone()).or_default();
+        let existing = list.iter().position(|c| c.id == wire.check_id);
+        if existing.is_some_and(|at| list[at].modify_index > wire.modify_index) {
+            return;
+        }
+        let before = existing.map(|at| list[at].clone());
+        if let Some(at) = existing {
+            list.remove(at);
+        }
+        if wire.status != "passing" {
+            list.push(Check {
+                id: wire.check_id.clone(),
+                service_id: wire.service_id.clone(),
+                status: wire.status.clone(),
+                modify_index: wire.modify_index,
+            });
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let was = before.as_ref().map_or("passing", |c| c.status.as_str());
+        if was != wire.status {
+            self.checks_touched(&node, BTreeSet::from([wire.service_id.clone()]), dirty);
+        }
+    }
+
+    fn replace_members(&mut self, key: &str, members: Vec<Member>, dirty: &mut Dirty) {
+        if self.services.get(key).is_some_and(|old| *old == members) {
+            return;
+        }
+        self.mark_service(key, dirty);
+        for member in self.services.remove(key).into_iter().flatten() {
+            self.unindex(key, &member);
+        }
+        for member in &members {
+            self.index(key, member);
+        }
+        if !members.is_empty() {
+            self.services.insert(key.to_owned(), members);
+            self.refresh_health(key);
+        }
+        self.mark_service(key, dirty);
+    }
+
+    fn index(&mut self, key: &str, member: &Member) {
+        if let Some(node) = &member.instance.node {
+            self.by_node
+                .entry(lower(node).into_owned())
+                .or_default()
+                .insert(member.instance.id.clone(), key.to_owned());
+        }
+        if let Some(dest) = &member.proxy_for {
+            self.connect_sources.entry(lower(dest).into_owned()).or_default().insert(key.to_owned());
+        }
+        if member.native {
+            self.connect_sources.entry(key.to_owned()).or_default().insert(key.to_owned());
+        }
+    }
+
+    fn unindex(&mut self, key: &str, member: &Member) {
+        if let Some(node) = &member.instance.node {
+            let node = lower(node);
+            if let Some(ids) = self.by_node.get_mut(&*node) {
+                ids.remove(&member.instance.id);
+                if ids.is_empty() {
+                    self.by_node.remove(&*node);
+                }
+            }
+        }
+        let dests = member.proxy_for.iter().map(|d| lower(d).into_owned()).chain(member.native.then(|| key.to_owned()));
+        for dest in dests {
+            if let Some(sources) = self.connect_sources.get_mut(&dest) {
+                sources.remove(key);
+                if sources.is_empty() {
+                    self.connect_sources.remove(&dest);
+                }
+            }
+        }
+    }
+
+    fn refresh_health(&mut self, key: &str) {
+        let Some(members) = self.services.get_mut(key) else { return };
+        for member in members {
+            let node = member.instance.node.as_deref().map(lower).unwrap_or_default();
+            let checks = self.checks.get(&*node).into_iter().flatten();
+            let id = &member.instance.id;
+            Arc::make_mut(&mut member.instance).health =
+                aggregate(checks.filter(|c| c.service_id.is_empty() || c.service_id == *id).map(|c| c.status.as_str()));
+        }
+    }
+
+    /// S2.10: the instances answering `<key>.connect` or `<key>.ingress`.
+    fn mesh_endpoints(&self, kind: MeshKind, key: &str) -> Vec<&Instance> {
+        match kind {
+            MeshKind::Connect => self.connect_endpoints(key),
+            MeshKind::Ingress => self
+                .ingress
+                .iter()
+                .filter(|(_, exposed)| exposed.contains(key))
+                .flat_map(|(gateway, _)| self.services.get(gateway).into_iter().flatten())
+                .map(|m| &*m.instance)
+                .collect(),
+        }
+    }
+
+    /// Every mesh endpoint of this datacenter, as plain data.
+    fn mesh(&self) -> Vec<MeshEndpoint> {
+        let exposed: BTreeSet<&String> = self.ingress.values().flatten().collect();
+        let names = self
+            .connect_sources
+            .keys()
+            .map(|k| (MeshKind::Connect, k))
+            .chain(exposed.into_iter().map(|k| (MeshKind::Ingress, k)));
+        names
+            .flat_map(|(kind, key)| {
+                self.mesh_endpoints(kind, key).into_iter().map(move |i| MeshEndpoint {
+                    kind,
+                    service: key.clone(),
+                    instance: i.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// S2.10: proxies for `key`, and its own instances when they are connect-native.
+    fn connect_endpoints(&self, key: &str) -> Vec<&Instance> {
+        let sources = self.connect_sources.get(key).into_iter().flatten();
+        sources
+            .flat_map(|source| self.services.get(source).into_iter().flatten())
+            .filter(|m| {
+                m.proxy_for.as_deref().is_some_and(|d| lower(d) == key)
+                    || (m.native && lower(&m.instance.service) == key)
+            })
+            .map(|m| &*m.instance)
+            .collect()
+    }
+
+    fn export(&self, data: &mut CatalogData) {
+        data.nodes.extend(self.nodes.values().cloned());
+        for members in self.services.values() {
+            data.instances.extend(members.iter().map(|m| (*m.instance).clone()));
+        }
+        data.mesh.extend(self.mesh());
+    }
+}
+
+#[cfg(test)]
+mod tests;
