@@ -3,6 +3,7 @@
 
 mod cli;
 mod consul;
+mod deploy;
 mod fake;
 mod forward;
 mod kong;

@@ -1,0 +1,27 @@
+# consul-dns container image.
+#   docker build -t consul-dns .
+#   docker run --rm -p 8600:8600/udp -p 8600:8600/tcp -p 9153:9153 consul-dns            # shipped catalog
+#   docker run --rm -p 8600:8600/udp -p 8600:8600/tcp consul-dns --listen 0.0.0.0:8600 \
+#       --consul http://consul:8500 --state-dir /var/lib/consul-dns                         # live Consul catalog
+# The image runs as an unprivileged user; port 8600 needs no privilege. Its healthcheck is the
+# binary's own `healthcheck` subcommand (the image has no dig).
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin consul-dns \
+    && strip target/release/consul-dns
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/consul-dns consul-dns \
+    && mkdir -p /var/lib/consul-dns /etc/consul-dns \
+    && chown consul-dns /var/lib/consul-dns
+COPY --from=build /src/target/release/consul-dns /usr/local/bin/consul-dns
+COPY config/services.toml /etc/consul-dns/services.toml
+USER consul-dns
+WORKDIR /var/lib/consul-dns
+EXPOSE 8600/udp 8600/tcp 9153/tcp
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["consul-dns", "healthcheck", "127.0.0.1:8600"]
+ENTRYPOINT ["consul-dns"]
+CMD ["--listen", "0.0.0.0:8600", "--http", "0.0.0.0:9153", "--static", "/etc/consul-dns/services.toml"]
