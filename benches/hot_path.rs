@@ -8,8 +8,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use consul_dns::catalog::model::{Address, CatalogData, Health, Instance, Node, TaggedAddresses, Weights};
-use consul_dns::catalog::ttl::TtlTable;
+use consul_dns::catalog::model::CatalogData;
 use consul_dns::catalog::{BuildOptions, Catalog, Snapshot};
 use consul_dns::dns::Settings;
 use consul_dns::dns::acl::Access;
@@ -21,45 +20,12 @@ use consul_dns::dns::server::{self, Shared};
 use consul_dns::wire;
 use criterion::{Criterion, criterion_group, criterion_main};
 
-/// `svc0`..`svc<services-1>`, each with `instances` instances on their own nodes.
-fn catalog(services: usize, instances: usize) -> CatalogData {
-    let mut data = CatalogData::default();
-    for s in 0..services {
-        for i in 0..instances {
-            let n = s * instances + i;
-            let node = format!("node{n}");
-            data.nodes.push(Node {
-                name: node.clone(),
-                datacenter: "dc1".into(),
-                address: Address::parse(&format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255)).unwrap(),
-                tagged: TaggedAddresses::default(),
-                meta: vec![],
-            });
-            data.instances.push(Instance {
-                id: format!("svc{s}-{i}"),
-                service: format!("svc{s}"),
-                datacenter: "dc1".into(),
-                node: Some(node),
-                address: None,
-                tagged: TaggedAddresses::default(),
-                port: 20000 + i as u16,
-                tags: vec!["primary".into()],
-                weights: Weights::default(),
-                health: Health::Passing,
-            });
-        }
-    }
-    data
-}
+#[path = "support/synthetic.rs"]
+mod synthetic;
+use synthetic::catalog;
 
 fn snapshot(data: &CatalogData) -> Snapshot {
-    let options = BuildOptions {
-        datacenter: "dc1".into(),
-        node_ttl: 5,
-        service_ttl: TtlTable::new(5),
-        only_passing: false,
-        node_meta_txt: true,
-    };
+    let options = BuildOptions::new("dc1", 5);
     Snapshot::build(data, Arc::new(options))
 }
 

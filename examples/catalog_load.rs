@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 use consul_dns::backend::catalog_file;
-use consul_dns::catalog::ttl::TtlTable;
 use consul_dns::catalog::{BuildOptions, Snapshot};
 
 struct Counting;
@@ -54,13 +53,7 @@ fn main() {
     let parsed = started.elapsed();
     drop(text);
     let model = LIVE.load(Relaxed) - before_model;
-    let options = BuildOptions {
-        datacenter: "dc1".into(),
-        node_ttl: 5,
-        service_ttl: TtlTable::new(5),
-        only_passing: false,
-        node_meta_txt: true,
-    };
+    let options = BuildOptions::new("dc1", 5);
     let before_snapshot = LIVE.load(Relaxed);
     let started = Instant::now();
     let snapshot = Snapshot::build(&data, Arc::new(options));

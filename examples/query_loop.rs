@@ -9,8 +9,6 @@
 
 use std::sync::Arc;
 
-use consul_dns::catalog::model::{Address, CatalogData, Health, Instance, Node, TaggedAddresses, Weights};
-use consul_dns::catalog::ttl::TtlTable;
 use consul_dns::catalog::{BuildOptions, Snapshot};
 use consul_dns::dns::Settings;
 use consul_dns::dns::acl::Access;
@@ -18,44 +16,17 @@ use consul_dns::dns::answer::{Scratch, Transport, respond};
 use consul_dns::dns::name::DomainName;
 use consul_dns::wire;
 
+#[path = "../benches/support/synthetic.rs"]
+mod synthetic;
+
 fn arg(n: usize, default: usize) -> usize {
     std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
     let (queries, services, instances) = (arg(1, 100_000), arg(2, 1000), arg(3, 3));
-    let mut data = CatalogData::default();
-    for s in 0..services {
-        for i in 0..instances {
-            let n = s * instances + i;
-            data.nodes.push(Node {
-                name: format!("node{n}"),
-                datacenter: "dc1".into(),
-                address: Address::parse(&format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255)).unwrap(),
-                tagged: TaggedAddresses::default(),
-                meta: vec![],
-            });
-            data.instances.push(Instance {
-                id: format!("svc{s}-{i}"),
-                service: format!("svc{s}"),
-                datacenter: "dc1".into(),
-                node: Some(format!("node{n}")),
-                address: None,
-                tagged: TaggedAddresses::default(),
-                port: 20000 + i as u16,
-                tags: vec!["primary".into()],
-                weights: Weights::default(),
-                health: Health::Passing,
-            });
-        }
-    }
-    let options = BuildOptions {
-        datacenter: "dc1".into(),
-        node_ttl: 0,
-        service_ttl: TtlTable::new(0),
-        only_passing: false,
-        node_meta_txt: true,
-    };
+    let data = synthetic::catalog(services, instances);
+    let options = BuildOptions::new("dc1", 0);
     let snapshot = Snapshot::build(&data, Arc::new(options));
     let settings = Settings::new(DomainName::new("consul.").unwrap());
     let mut rng = fastrand::Rng::with_seed(1);

@@ -40,6 +40,20 @@ pub struct BuildOptions {
     pub node_meta_txt: bool,
 }
 
+impl BuildOptions {
+    /// Options with every TTL at `ttl_secs`, warning instances answered and node meta as TXT
+    /// (the daemon's defaults but for the TTLs, which the config decides).
+    pub fn new(datacenter: &str, ttl_secs: u32) -> BuildOptions {
+        BuildOptions {
+            datacenter: datacenter.to_owned(),
+            node_ttl: ttl_secs,
+            service_ttl: TtlTable::new(ttl_secs),
+            only_passing: false,
+            node_meta_txt: true,
+        }
+    }
+}
+
 /// The prepared records of one service in one datacenter.
 #[derive(Debug)]
 pub struct ServiceRecords {

@@ -130,7 +130,6 @@ mod tests {
     use super::*;
     use crate::backend::catalog_file;
     use crate::catalog::BuildOptions;
-    use crate::catalog::ttl::TtlTable;
 
     #[test]
     fn view_lists_answerable_instances_with_node_address_port_weight_and_tags() {
@@ -157,13 +156,7 @@ port = 82
 health = "critical"
 "#;
         let data = catalog_file::parse(std::path::Path::new("t.toml"), text, "dc1").unwrap();
-        let options = BuildOptions {
-            datacenter: "dc1".into(),
-            node_ttl: 5,
-            service_ttl: TtlTable::new(5),
-            only_passing: false,
-            node_meta_txt: true,
-        };
+        let options = BuildOptions::new("dc1", 5);
         let view = CatalogView::of(&Snapshot::build(&data, Arc::new(options)));
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["counts"], serde_json::json!({"services": 1, "instances": 2, "nodes": 1}));

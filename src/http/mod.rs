@@ -211,7 +211,6 @@ mod tests {
 
     use super::*;
     use crate::catalog::model::CatalogData;
-    use crate::catalog::ttl::TtlTable;
     use crate::catalog::{BuildOptions, Snapshot};
     use crate::telemetry::Backend;
 
@@ -230,13 +229,7 @@ mod tests {
     /// restored snapshot older than the limit, a live sync, and shutdown.
     #[tokio::test]
     async fn ready_flips_as_snapshots_come_and_age() {
-        let options = Arc::new(BuildOptions {
-            datacenter: "dc1".into(),
-            node_ttl: 5,
-            service_ttl: TtlTable::new(5),
-            only_passing: false,
-            node_meta_txt: true,
-        });
+        let options = Arc::new(BuildOptions::new("dc1", 5));
         let catalog = Arc::new(Catalog::new(Snapshot::empty(Arc::clone(&options), false)));
         let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()));
         let hour = Duration::from_secs(3600);

@@ -1,15 +1,8 @@
 use super::*;
 use crate::catalog::model::{Address, Health, MeshEndpoint, TaggedAddresses, Weights};
-use crate::catalog::ttl::TtlTable;
 
 fn options() -> Arc<BuildOptions> {
-    Arc::new(BuildOptions {
-        datacenter: "dc1".into(),
-        node_ttl: 5,
-        service_ttl: TtlTable::new(5),
-        only_passing: false,
-        node_meta_txt: true,
-    })
+    Arc::new(BuildOptions::new("dc1", 5))
 }
 
 fn node(name: &str, address: &str) -> Node {
