@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backend::status::SyncStatus;
 use crate::backend::{consul, file};
 use crate::catalog::Catalog;
 use crate::config::{self, Config, Layer};
@@ -51,10 +50,9 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let started = Instant::now();
     let options = Arc::new(config.build_options());
-    let status = Arc::new(SyncStatus::default());
     let (snapshot, version, restored) = match &config.consul {
         Some(_) => {
-            let (snapshot, restored) = consul::seed::initial(&config, &options, &status);
+            let (snapshot, restored) = consul::seed::initial(&config, &options);
             (snapshot, None, restored)
         }
         None => {
@@ -98,7 +96,7 @@ pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
         // Consul is the live source; a static catalog given as well only seeded the first answers.
         Some(settings) => {
             let (catalog, state_dir) = (Arc::clone(&catalog), config.state_dir.clone());
-            let syncer = consul::Syncer::new(settings.clone(), catalog, options_rx, status, state_dir, restored)?;
+            let syncer = consul::Syncer::new(settings.clone(), catalog, options_rx, state_dir, restored)?;
             tokio::spawn(syncer.run(cancel.clone()))
         }
         None => tokio::spawn(watch_static(source_rx, version, Arc::clone(&catalog), options_rx, cancel.clone())),

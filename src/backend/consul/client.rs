@@ -11,7 +11,6 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::sync::Semaphore;
 
 use super::{Settings, SyncError};
-use crate::backend::status::SyncStatus;
 
 /// Slack on top of `wait + wait/16` for a blocking query: Consul holds requests up to ~7 s more
 /// during leader elections (H3.3).
@@ -38,12 +37,11 @@ pub struct Client {
     stale: bool,
     wait: Duration,
     permits: Arc<Semaphore>,
-    status: Arc<SyncStatus>,
 }
 
 impl Client {
     /// Builds the client; fails on an unreadable CA bundle.
-    pub fn new(settings: &Settings, status: Arc<SyncStatus>) -> Result<Client, SyncError> {
+    pub fn new(settings: &Settings) -> Result<Client, SyncError> {
         let mut headers = HeaderMap::new();
         if let Some(token) = &settings.token {
             let mut value = HeaderValue::from_str(token.expose())
@@ -73,7 +71,6 @@ impl Client {
             stale: settings.stale,
             wait: settings.wait,
             permits: Arc::new(Semaphore::new(settings.max_conns.max(1))),
-            status,
         })
     }
 
@@ -105,7 +102,6 @@ impl Client {
             None => PLAIN_TIMEOUT,
         };
         let _permit = self.permits.acquire().await.map_err(|_| SyncError::Setup("client closed".into()))?;
-        self.status.record_request();
         let response = self
             .http
             .get(&url)

@@ -31,7 +31,7 @@
 //!
 //! # Invariants and failure behaviour
 //! - Nothing is published from a failed read. A watch that fails keeps its index, logs once,
-//!   counts the failure by reason in [`SyncStatus`], and retries with jittered exponential
+//!   counts the failure by reason in the metrics ([`crate::telemetry`]), and retries with jittered exponential
 //!   backoff (100 ms → 30 s); a failed service read is retried the same way. DNS keeps
 //!   answering the last good snapshot: a known service never turns into NXDOMAIN because
 //!   Consul is down, slow or answers garbage (kong.md §11.13).
@@ -186,5 +186,5 @@ pub enum Event {
     /// A watch returned with nothing new: the data is still current.
     Confirmed,
     /// A watch failed (already logged).
-    Failed(FailureReason, String),
+    Failed(FailureReason),
 }

@@ -10,20 +10,18 @@ use std::time::{Duration, SystemTime};
 use tracing::{info, warn};
 
 use crate::backend::file;
-use crate::backend::status::SyncStatus;
 use crate::catalog::persist::{self, Restored};
 use crate::catalog::{BuildOptions, Snapshot};
 use crate::config::Config;
 
 /// The snapshot to serve first, and the restored data the syncer starts from.
-pub fn initial(config: &Config, options: &Arc<BuildOptions>, status: &SyncStatus) -> (Snapshot, Option<Restored>) {
+pub fn initial(config: &Config, options: &Arc<BuildOptions>) -> (Snapshot, Option<Restored>) {
     if let Some(restored) = config.state_dir.as_deref().and_then(|dir| restore(dir, config.max_stale)) {
         let mut restored_options = (**options).clone();
         if config.consul.as_ref().is_some_and(|c| c.datacenter.is_none()) {
             restored_options.datacenter = restored.datacenter.clone();
         }
         let snapshot = Snapshot::build(&restored.data, Arc::new(restored_options));
-        status.set_restored(); // the app reports it (telemetry::catalog_restored) once it is published
         return (snapshot, Some(restored));
     }
     if config.static_given {

@@ -18,7 +18,7 @@ use super::watch::{self, Body, Topic};
 use super::wire::{AddressSet, AgentSelf, WireEntry};
 use super::{COALESCE, CONFIRM_EVERY, Event, FIRST_SYNC_GRACE, PERSIST_EVERY, Settings, SyncError};
 use crate::backend::backoff::Backoff;
-use crate::backend::status::{FailureReason, SyncStatus};
+use crate::backend::status::FailureReason;
 use crate::catalog::model::is_dns_label;
 use crate::catalog::{BuildOptions, Catalog, Snapshot, persist};
 use crate::telemetry::{self, Backend};
@@ -31,7 +31,6 @@ pub struct Syncer {
     client: Client,
     catalog: Arc<Catalog>,
     options: signal::Receiver<Arc<BuildOptions>>,
-    status: Arc<SyncStatus>,
     state_dir: Option<PathBuf>,
     store: Store,
     local_dc: String,
@@ -62,11 +61,10 @@ impl Syncer {
         settings: Settings,
         catalog: Arc<Catalog>,
         options: signal::Receiver<Arc<BuildOptions>>,
-        status: Arc<SyncStatus>,
         state_dir: Option<PathBuf>,
         restored: Option<persist::Restored>,
     ) -> Result<Syncer, SyncError> {
-        let client = Client::new(&settings, Arc::clone(&status))?;
+        let client = Client::new(&settings)?;
         let mut store = Store::default();
         let mut local_dc = options.borrow().datacenter.clone();
         if let Some(restored) = restored {
@@ -78,7 +76,6 @@ impl Syncer {
             client,
             catalog,
             options,
-            status,
             state_dir,
             store,
             local_dc,
@@ -156,7 +153,7 @@ impl Syncer {
             match attempt {
                 Ok(served) => return Some(served),
                 Err(error) => {
-                    self.failed(error.reason(), error.to_string());
+                    self.failed(error.reason());
                     let delay = backoff.next_delay();
                     if backoff.failures() == 1 {
                         warn!(%error, "Consul is not answering; serving what is known and retrying.");
@@ -218,13 +215,6 @@ impl Syncer {
         match event {
             Event::Watch { dc, body, index } => {
                 self.read_ok();
-                let topic = match &body {
-                    Body::Services(_) => Topic::Services,
-                    Body::Nodes(_) => Topic::Nodes,
-                    Body::Checks(_) => Topic::Checks,
-                    Body::Ingress(_) => Topic::Ingress,
-                };
-                self.status.set_index(&format!("{dc} {}", topic.name()), index);
                 match body {
                     Body::Services(list) => {
                         for service in self.store.apply_services(&dc, list) {
@@ -251,7 +241,7 @@ impl Syncer {
                     }
                     Err(error) => {
                         debug!(%error, "Consul service read failed; retrying.");
-                        self.failed(error.reason(), error.to_string());
+                        self.failed(error.reason());
                         self.again.remove(&key);
                         self.retry.insert(key);
                         if self.retry_at.is_none() {
@@ -265,7 +255,7 @@ impl Syncer {
                 self.read_ok();
                 self.confirm_persisted();
             }
-            Event::Failed(reason, message) => self.failed(reason, message),
+            Event::Failed(reason) => self.failed(reason),
         }
     }
 
@@ -361,7 +351,7 @@ impl Syncer {
 
     async fn publish_full(&mut self) {
         let started = Instant::now();
-        let waited = self.first_dirty.take().map_or(Duration::ZERO, |first| started - first);
+        self.first_dirty = None;
         self.store.refresh_health();
         self.store.take_dirty();
         let data = self.store.catalog_data();
@@ -379,26 +369,24 @@ impl Syncer {
         };
         let counts = snapshot.counts();
         let serial = self.catalog.publish(snapshot);
-        self.after_publish(started, waited);
+        self.after_publish(started);
         telemetry::sync_succeeded(Backend::Consul, "sync", counts, serial);
         debug!(took_ms = started.elapsed().as_millis() as u64, "Full Consul build.");
     }
 
-    /// A successful read: the catalog is current as of now (the status and `/ready`'s clock).
+    /// A successful read: the catalog is current as of now (`/ready`'s clock).
     fn read_ok(&self) {
-        self.status.record_success();
         telemetry::sync_unchanged(Backend::Consul);
     }
 
     /// A failed read or write, counted by reason (already logged by whoever saw it).
-    fn failed(&self, reason: FailureReason, message: String) {
+    fn failed(&self, reason: FailureReason) {
         telemetry::metrics().sync_failure(Backend::Consul, reason.label());
-        self.status.record_failure(reason, message);
     }
 
     fn publish_update(&mut self) {
         let started = Instant::now();
-        let waited = self.first_dirty.take().map_or(Duration::ZERO, |first| started - first);
+        self.first_dirty = None;
         self.store.refresh_health();
         let dirty = self.store.take_dirty();
         let update = self.store.update(&dirty);
@@ -408,17 +396,15 @@ impl Syncer {
         let changed = update.services.len();
         let next = self.catalog.load_full().update(&update, self.effective_options());
         let serial = self.catalog.publish(next);
-        self.after_publish(started, waited);
+        self.after_publish(started);
         telemetry::metrics().published(Backend::Consul);
         debug!(changed, serial, took_us = started.elapsed().as_micros() as u64, "Consul change published.");
     }
 
-    fn after_publish(&mut self, started: Instant, waited: Duration) {
+    fn after_publish(&mut self, started: Instant) {
         self.publish_cost = started.elapsed();
         self.last_publish = Instant::now();
         self.published = true;
-        self.status.set_synced();
-        self.status.record_publish(waited + self.publish_cost);
         if self.state_dir.is_some() && self.persist_due.is_none() {
             let earliest = self.last_persist.map_or(self.last_publish, |at| at + PERSIST_EVERY);
             self.persist_due = Some(earliest.max(self.last_publish));
@@ -434,10 +420,10 @@ impl Syncer {
         self.persist_due = None;
         self.last_persist = Some(Instant::now());
         let shared = self.store.shared();
-        let (datacenter, status) = (self.local_dc.clone(), Arc::clone(&self.status));
+        let datacenter = self.local_dc.clone();
         self.persisting = Some(tokio::task::spawn_blocking(move || {
             let data = shared.into_data();
-            persist_now(&dir, data, &datacenter, &status);
+            persist_now(&dir, data, &datacenter);
         }));
     }
     /// The data still matches Consul: refresh the on-disk snapshot's age (cheap, rate-limited).
@@ -477,7 +463,7 @@ fn log_skipped(dc: &str, skipped: Vec<String>) {
 }
 
 /// Writes `data` to `dir` (on a blocking thread), counting a failure.
-fn persist_now(dir: &std::path::Path, data: crate::catalog::model::CatalogData, datacenter: &str, status: &SyncStatus) {
+fn persist_now(dir: &std::path::Path, data: crate::catalog::model::CatalogData, datacenter: &str) {
     match persist::persist(dir, &data, datacenter) {
         Ok(()) => {
             debug!(instances = data.instances.len(), "Catalog written to the state directory.");
@@ -487,7 +473,6 @@ fn persist_now(dir: &std::path::Path, data: crate::catalog::model::CatalogData, 
         Err(error) => {
             warn!(%error, "Cannot write the catalog to the state directory.");
             telemetry::metrics().sync_failure(Backend::Consul, FailureReason::Persist.label());
-            status.record_failure(FailureReason::Persist, error.to_string());
         }
     }
 }

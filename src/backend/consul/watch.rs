@@ -142,10 +142,7 @@ pub async fn run(client: Client, dc: String, topic: Topic, events: mpsc::Sender<
             Err(SyncError::IndexWentBackwards { sent, returned }) => {
                 // H3.6 rule 1: the index is 0 again, so the next round re-reads at once.
                 debug!(watch, sent, returned, "Consul index went backwards; reading again.");
-                Event::Failed(
-                    FailureReason::IndexWentBackwards,
-                    format!("{watch}: index went from {sent} to {returned}"),
-                )
+                Event::Failed(FailureReason::IndexWentBackwards)
             }
             Err(error) => {
                 let delay = backoff.next_delay();
@@ -154,7 +151,7 @@ pub async fn run(client: Client, dc: String, topic: Topic, events: mpsc::Sender<
                 } else {
                     debug!(watch, %error, ?delay, "Consul read failed again.");
                 }
-                if events.send(Event::Failed(error.reason(), format!("{watch}: {error}"))).await.is_err() {
+                if events.send(Event::Failed(error.reason())).await.is_err() {
                     return;
                 }
                 tokio::select! {
