@@ -9,6 +9,7 @@ use consul_dns::app::{self, Reloader};
 use consul_dns::backend::file;
 use consul_dns::cli::{Cli, Command};
 use consul_dns::dns::forward::host::Host;
+use consul_dns::shutdown::{Event, Signals};
 use consul_dns::{config, healthcheck, telemetry};
 
 fn env(key: &str) -> Option<String> {
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
         }
     };
     let reloader = Reloader { config_file: cli.config.clone(), flags: cli.settings.clone(), env: Box::new(env) };
-    match runtime.block_on(app::run(config, reloader)) {
+    match runtime.block_on(run(config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "Fatal error.");
@@ -61,23 +62,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// Installs the signal handlers first (a SIGTERM during start-up must be handled, not take
+/// the default action), then runs the daemon on the events they produce.
+async fn run(config: config::Config, reloader: Reloader) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
+    let (control, events) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let event = signals.next().await;
+            if control.send(event).await.is_err() || event == Event::Shutdown {
+                return;
+            }
+        }
+    });
+    app::run(config, reloader, events).await
+}
+
 /// `--check-config`: the configuration parsed; now the catalog must load and build.
 fn check_config(config: &config::Config) -> ExitCode {
-    if let Some(consul) = &config.consul {
+    let sources = &config.sources;
+    if let Some(config::LiveSource::Consul(consul)) = &sources.live {
         let state = config
             .state_dir
             .as_ref()
             .map_or_else(|| "no state_dir".to_owned(), |d| format!("state_dir {}", d.display()));
-        println!("configuration OK; Consul backend at {} ({state})", consul.address);
+        println!("configuration OK; Consul source at {} ({state}; {})", consul.address, sources.reason);
         println!("{}", recursion_summary(config));
         return ExitCode::SUCCESS;
     }
-    match file::build(&config.catalog, Arc::new(config.build_options())) {
+    let Some(catalog) = &sources.static_catalog else { return ExitCode::from(2) };
+    match file::build(catalog, Arc::new(config.build_options())) {
         Ok((snapshot, _)) => {
             let counts = snapshot.counts();
             println!(
-                "configuration OK; catalog {:?}: {} services, {} instances, {} nodes",
-                config.catalog, counts.services, counts.instances, counts.nodes
+                "configuration OK; static catalog {catalog}: {} services, {} instances, {} nodes",
+                counts.services, counts.instances, counts.nodes
             );
             println!("{}", recursion_summary(config));
             ExitCode::SUCCESS

@@ -125,6 +125,11 @@ pub struct Datacenter {
 }
 
 impl Datacenter {
+    /// Nothing to answer: a datacenter exists only while it has a node or a service.
+    fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.services.is_empty() && self.connect.is_empty() && self.ingress.is_empty()
+    }
+
     /// The records a service name answers with: its own instances (`mesh = None`), or its
     /// `.connect` / `.ingress` endpoints.
     pub fn lookup(&self, mesh: Option<MeshKind>, name: &[u8]) -> Option<&Arc<ServiceRecords>> {
@@ -274,6 +279,7 @@ impl Snapshot {
             dc.services.insert(group_key.1.as_bytes().into(), Arc::new(records));
         }
         build_mesh(data, &mut dcs, &snapshot.options, &mut tags);
+        dcs.retain(|_, dc| !dc.is_empty());
         let local = String::from_utf8_lossy(&snapshot.local_dc).into_owned();
         if let Some(dc) = dcs.get(local.as_str()) {
             snapshot.name_servers = name_servers(dc);
@@ -313,12 +319,24 @@ impl Snapshot {
         next.reverse = Arc::clone(&self.reverse);
         next.name_servers = self.name_servers.clone();
         for (k, dc) in touched {
-            next.datacenters.insert(k, Arc::new(dc));
+            if dc.is_empty() {
+                next.datacenters.remove(&k);
+            } else {
+                next.datacenters.insert(k, Arc::new(dc));
+            }
         }
         next.local = next.datacenters.get(&next.local_dc).cloned();
-        if local_touched && let Some(local) = next.datacenters.get(&self.local_dc) {
-            next.name_servers = name_servers(local);
-            next.reverse = Arc::new(self.patch_reverse(update, local));
+        if local_touched {
+            match next.datacenters.get(&self.local_dc) {
+                Some(local) => {
+                    next.name_servers = name_servers(local);
+                    next.reverse = Arc::new(self.patch_reverse(update, local));
+                }
+                None => {
+                    next.name_servers = Box::new([]);
+                    next.reverse = Arc::default();
+                }
+            }
         }
         next
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
+use super::source::SourceKind;
 use super::value::{Bounded, ConsulAddr, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl};
 use crate::dns::acl::Cidr;
 use crate::dns::forward::Strategy;
@@ -27,8 +28,8 @@ pub struct Layer {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<Vec<ListenAddr>>,
 
-    /// Static catalog file, TOML or JSON (.json) [default: config/services.toml, else the copy
-    /// built into the binary]
+    /// Static catalog file, TOML or JSON (.json), or `builtin` for the example built into the
+    /// binary; with a live source, only the answers before its first sync
     #[arg(long = "static", value_name = "FILE")]
     #[serde(rename = "static")]
     pub static_catalog: Option<PathBuf>,
@@ -126,8 +127,13 @@ pub struct Layer {
     #[arg(long, value_name = "CIDR")]
     pub allow_query: Option<Vec<Cidr>>,
 
-    /// Consul HTTP API to sync from, http://host:port or https://host:port, instead of the
-    /// static catalog [default: CONSUL_HTTP_ADDR when no static catalog is given]
+    /// The live catalog source, `static` or `consul` [default: the one whose address is
+    /// given, else the static catalog alone]
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<SourceKind>,
+
+    /// Consul HTTP API to sync from, http://host:port or https://host:port; selects the Consul
+    /// source [default with --source consul: CONSUL_HTTP_ADDR, else http://127.0.0.1:8500]
     #[arg(long, value_name = "URL")]
     pub consul: Option<ConsulAddr>,
 
@@ -201,6 +207,7 @@ pub const KEYS: &[&str] = &[
     "resolv_conf",
     "allow_recursion",
     "allow_query",
+    "source",
     "consul",
     "consul_token",
     "consul_token_file",
@@ -289,6 +296,7 @@ impl Layer {
             "translate_wan_addrs" => self.translate_wan_addrs = Some(parse_bool(value)?),
             "state_dir" => self.state_dir = Some(PathBuf::from(value)),
             "max_stale" => self.max_stale = Some(parse(value)?),
+            "source" => self.source = Some(parse(value)?),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -307,6 +315,7 @@ impl Layer {
         Layer {
             listen: top.listen.or(self.listen),
             static_catalog: top.static_catalog.or(self.static_catalog),
+            source: top.source.or(self.source),
             domain: top.domain.or(self.domain),
             alt_domain: top.alt_domain.or(self.alt_domain),
             datacenter: top.datacenter.or(self.datacenter),
