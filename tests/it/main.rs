@@ -7,6 +7,7 @@ mod deploy;
 mod fake;
 mod forward;
 mod kong;
+mod layout;
 mod ops;
 mod oracle;
 mod reload;
