@@ -214,6 +214,12 @@ fn reverse_address(name: &LowerName) -> Option<IpAddr> {
     None
 }
 
+/// Is `name` `domain` or a name under it?
+fn is_under(domain: &DomainName, name: &LowerName) -> bool {
+    let (n, labels) = (name.label_count(), domain.label_count());
+    n >= labels && name.join(n - labels, n) == domain.bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,10 +322,4 @@ mod tests {
         assert_eq!(classify(req.name(), rtype::A, &[&consul, &alt]).domain_offset, 12);
         assert_eq!(classify(req.name(), rtype::A, &[&consul]).domain_offset, 17);
     }
-}
-
-/// Is `name` `domain` or a name under it?
-fn is_under(domain: &DomainName, name: &LowerName) -> bool {
-    let (n, labels) = (name.label_count(), domain.label_count());
-    n >= labels && name.join(n - labels, n) == domain.bytes()
 }
