@@ -4,10 +4,12 @@
 mod cli;
 mod consul;
 mod deploy;
+mod examples;
 mod fake;
 mod forward;
 mod kong;
 mod ops;
+mod rehearsal;
 mod reload;
 mod robustness;
 mod spec;
