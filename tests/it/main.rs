@@ -4,6 +4,7 @@
 mod cli;
 mod consul;
 mod deploy;
+mod deploy_files;
 mod deploy_wiring;
 mod examples;
 mod fake;
