@@ -201,8 +201,15 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
         seen.insert(service, got);
     }
 
-    // Kong's database host, relayed to Docker's DNS.
+    let srv = dig(&lab, "kong", server, &["+short", "user.service.consul", "SRV"]);
+    println!("rehearsal: dig @{server} user.service.consul SRV +short from {}:\n{}", ip("kong"), srv.trim_end());
+
+    // Kong's database host, relayed to Docker's DNS: SRV first (KONG_DNS_ORDER=SRV,…), which
+    // has no records there, then A.
     let pg_host = c["services"]["kong"]["environment"]["KONG_PG_HOST"].as_str().unwrap();
+    let pg_srv = dig(&lab, "kong", server, &[pg_host, "SRV"]);
+    assert_eq!(status(&pg_srv), "NOERROR", "{pg_srv}");
+    assert!(pg_srv.contains("ANSWER: 0,"), "no SRV for {pg_host}: {pg_srv}");
     let answer = dig(&lab, "kong", server, &["+short", pg_host, "A"]);
     assert_eq!(answer.trim(), kong_database.to_string(), "{pg_host} from {}", ip("kong"));
     assert!(docker_dns.queries() > 0, "consul-dns asked the resolver at 127.0.0.11");
