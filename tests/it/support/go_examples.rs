@@ -19,6 +19,11 @@ pub fn go(args: &[&str]) -> Command {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
         .env("GOFLAGS", "-buildvcs=false")
         .env("CGO_ENABLED", "0");
+    if std::env::var_os("HOME").is_none() {
+        // go needs a cache and a module directory; without a home, keep them under target/.
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        command.env("GOCACHE", tmp.join("go-cache")).env("GOPATH", tmp.join("go-path"));
+    }
     command
 }
 
