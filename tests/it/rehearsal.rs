@@ -29,7 +29,8 @@ use crate::support::upstream::Upstream;
 /// fixed member lives (any container attached without an address lands there).
 const STRANGER: &str = "172.40.0.200";
 
-/// An example replica of the compose file: host name, service, id, port.
+/// An example replica of the compose file: its compose name (the lab host), service name,
+/// instance id and environment.
 struct Example {
     host: String,
     service: String,
