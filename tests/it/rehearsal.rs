@@ -115,8 +115,10 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
     let examples = examples(&c);
     assert_eq!(examples.len(), 4, "two replicas each of user and order");
 
-    let mut hosts: Vec<(String, String)> =
-        ["consul", "consul-dns", "kong"].iter().map(|s| (s.to_string(), format!("{}/{len}", ip(s)))).collect();
+    let mut hosts: Vec<(String, String)> = ["consul", "consul-dns", "kong", "kong-migrations"]
+        .iter()
+        .map(|s| (s.to_string(), format!("{}/{len}", ip(s))))
+        .collect();
     hosts.extend(examples.iter().map(|e| (e.host.clone(), format!("{}/{len}", ip(&e.host)))));
     hosts.push(("stranger".into(), format!("{STRANGER}/{len}")));
     let specs: Vec<(&str, &str)> = hosts.iter().map(|(h, a)| (h.as_str(), a.as_str())).collect();
@@ -175,6 +177,13 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
     let resolver = c["services"]["kong"]["environment"]["KONG_DNS_RESOLVER"].as_str().unwrap();
     assert_eq!(server.to_string(), resolver, "Kong's resolver is where consul-dns answers");
 
+    // The containers' own healthchecks, run where they would run: consul-dns's, and each
+    // example's (the image's binary is the one built here).
+    let check = healthcheck(&c, "consul-dns");
+    assert_eq!(check[0], "consul-dns", "{check:?}");
+    let out = lab.command("consul-dns", binary()).args(&check[1..]).output().unwrap();
+    assert!(out.status.success(), "consul-dns healthcheck {check:?}: {}", String::from_utf8_lossy(&out.stderr));
+
     // Kong's sequence from Kong's address: every replica, at its own address and port.
     let mut seen = BTreeMap::new();
     for service in ["user", "order"] {
@@ -202,6 +211,14 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
         seen.insert(service, got);
     }
 
+    for e in &examples {
+        let check = healthcheck(&c, &e.host);
+        let mut command = lab.command(&e.host, &go_examples::binary(&e.service).display().to_string());
+        command.args(&check[1..]).envs(&e.env);
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{} healthcheck {check:?}: {}", e.host, String::from_utf8_lossy(&out.stderr));
+    }
+
     let srv = dig(&lab, "kong", server, &["+short", "user.service.consul", "SRV"]);
     println!("rehearsal: dig @{server} user.service.consul SRV +short from {}:\n{}", ip("kong"), srv.trim_end());
 
@@ -213,6 +230,8 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
     assert!(pg_srv.contains("ANSWER: 0,"), "no SRV for {pg_host}: {pg_srv}");
     let answer = dig(&lab, "kong", server, &["+short", pg_host, "A"]);
     assert_eq!(answer.trim(), kong_database.to_string(), "{pg_host} from {}", ip("kong"));
+    let migrations = dig(&lab, "kong-migrations", server, &["+short", pg_host, "A"]);
+    assert_eq!(migrations.trim(), kong_database.to_string(), "{pg_host} from kong-migrations");
     assert!(docker_dns.queries() > 0, "consul-dns asked the resolver at 127.0.0.11");
     println!("rehearsal: {pg_host} A from {} -> {}", ip("kong"), answer.trim());
 
@@ -242,6 +261,13 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
     assert_eq!(got, want, "{} left Consul and consul-dns", leaving.id);
     println!("rehearsal: after SIGTERM to {}: user.service.consul -> {:?}", leaving.id, got);
     drop(daemon);
+}
+
+/// The `CMD` form of a service's healthcheck: program and arguments.
+fn healthcheck(c: &Value, service: &str) -> Vec<String> {
+    let test = c["services"][service]["healthcheck"]["test"].as_array().expect("a healthcheck");
+    assert_eq!(test[0], "CMD", "{service}: exec form");
+    test[1..].iter().map(|a| a.as_str().unwrap().to_owned()).collect()
 }
 
 fn ip_cmd(args: &[&str]) -> Command {
