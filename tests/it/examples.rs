@@ -44,7 +44,15 @@ fn wait_until<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option
 }
 
 #[test]
-fn go_vet_and_go_test_pass() {
+fn go_examples_are_gofmt_clean_and_pass_vet_and_test() {
+    let goroot = go(&["env", "GOROOT"]).output().expect("go is installed (scripts/test installs golang-go)");
+    let goroot = String::from_utf8_lossy(&goroot.stdout).trim().to_owned();
+    let gofmt = Command::new(std::path::Path::new(&goroot).join("bin/gofmt"))
+        .args(["-l", "."])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .output()
+        .expect("gofmt comes with go");
+    assert!(gofmt.stdout.is_empty(), "not gofmt-formatted: {}", String::from_utf8_lossy(&gofmt.stdout));
     for args in [&["vet", "./..."][..], &["test", "-count=1", "./..."][..]] {
         let out = go(args).output().expect("go is installed (scripts/test installs golang-go)");
         assert!(
