@@ -177,13 +177,6 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
     let resolver = c["services"]["kong"]["environment"]["KONG_DNS_RESOLVER"].as_str().unwrap();
     assert_eq!(server.to_string(), resolver, "Kong's resolver is where consul-dns answers");
 
-    // The containers' own healthchecks, run where they would run: consul-dns's, and each
-    // example's (the image's binary is the one built here).
-    let check = healthcheck(&c, "consul-dns");
-    assert_eq!(check[0], "consul-dns", "{check:?}");
-    let out = lab.command("consul-dns", binary()).args(&check[1..]).output().unwrap();
-    assert!(out.status.success(), "consul-dns healthcheck {check:?}: {}", String::from_utf8_lossy(&out.stderr));
-
     // Kong's sequence from Kong's address: every replica, at its own address and port.
     let mut seen = BTreeMap::new();
     for service in ["user", "order"] {
@@ -211,6 +204,14 @@ fn stack_on_its_real_addresses_serves_kong_and_refuses_strangers() {
         seen.insert(service, got);
     }
 
+    // The containers' own healthchecks, run where they would run, now that the catalog has
+    // arrived (before its first sync consul-dns answers SERVFAIL, and its healthcheck fails:
+    // that is what keeps Kong waiting): consul-dns's, and each example's (the image's binary
+    // is the one built here).
+    let check = healthcheck(&c, "consul-dns");
+    assert_eq!(check[0], "consul-dns", "{check:?}");
+    let out = lab.command("consul-dns", binary()).args(&check[1..]).output().unwrap();
+    assert!(out.status.success(), "consul-dns healthcheck {check:?}: {}", String::from_utf8_lossy(&out.stderr));
     for e in &examples {
         let check = healthcheck(&c, &e.host);
         let mut command = lab.command(&e.host, &go_examples::binary(&e.service).display().to_string());
