@@ -4,12 +4,16 @@
 mod cli;
 mod consul;
 mod deploy;
+mod deploy_files;
+mod deploy_wiring;
+mod examples;
 mod fake;
 mod forward;
 mod kong;
 mod layout;
 mod ops;
 mod oracle;
+mod rehearsal;
 mod reload;
 mod robustness;
 mod spec;

@@ -4,7 +4,9 @@
 pub mod client;
 pub mod daemon;
 pub mod fake_consul;
+pub mod go_examples;
 pub mod http;
+pub mod netns;
 pub mod upstream;
 
 pub use client::{query_tcp, query_udp, query_udp_raw};
