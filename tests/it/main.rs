@@ -3,6 +3,7 @@
 
 mod cli;
 mod consul;
+mod consul_agent;
 mod deploy;
 mod fake;
 mod forward;
