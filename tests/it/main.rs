@@ -4,6 +4,7 @@
 mod cli;
 mod consul;
 mod consul_agent;
+mod consul_differential;
 mod deploy;
 mod fake;
 mod forward;
