@@ -379,6 +379,19 @@ fn the_fake_consul_answers_in_the_agents_shapes() {
         shape_errors(&reply.json(), &theirs, path, &mut errors);
     }
     assert!(errors.is_empty(), "the fake differs from Consul {}:\n{}", agent.version(), errors.join("\n"));
+
+    // Both hold a query whose index is above their own for the whole wait (an agent started
+    // afresh, asked with the old agent's index).
+    let held = |path: &str, ask: &dyn Fn(&str)| {
+        let start = Instant::now();
+        ask(path);
+        start.elapsed()
+    };
+    let path = "/v1/catalog/services?stale&index=100000&wait=300ms";
+    let theirs = held(path, &|p| drop(agent.call("GET", p, None)));
+    let ours = held(path, &|p| assert_eq!(get(fake.addr, p).status, 200));
+    assert!(theirs >= Duration::from_millis(300), "Consul held it {theirs:?}");
+    assert!(ours >= Duration::from_millis(300), "the fake held it {ours:?}");
 }
 
 /// A node deregistered together with its instances must stop answering. The Consul store
