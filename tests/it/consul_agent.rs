@@ -206,6 +206,14 @@ fn agent_acl_token_rejected_then_accepted_and_never_logged() {
     let token = agent.call("PUT", "/v1/acl/token", Some(json!({"Policies": [{"Name": "dns-read"}]})));
     let secret = token["SecretID"].as_str().expect("a SecretID").to_owned();
 
+    // What the fake plays (consul.rs): an unknown token is "ACL not found", and a DNS-only
+    // token may not read /v1/agent/self.
+    let (status, text) = agent.call_as(Some("00000000-dead-4bad-8bad-000000000000"), "GET", "/v1/catalog/services");
+    assert_eq!((status, text.trim()), (403, "ACL not found"));
+    let (status, text) = agent.call_as(Some(&secret), "GET", "/v1/agent/self");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("lacks permission 'agent:read'"), "{text}");
+
     let bogus = start(&agent, &["--consul-token", "00000000-dead-4bad-8bad-000000000000"]);
     let rejected = Instant::now();
     while !bogus.log().contains("Consul read failed") && rejected.elapsed() < 10 * SEC {
@@ -215,6 +223,12 @@ fn agent_acl_token_rejected_then_accepted_and_never_logged() {
     assert_eq!(rcode(&bogus, "web.service.consul"), SERVFAIL, "never synced: nothing is known");
     assert_eq!(get(bogus.http(), "/ready").status, 503);
     assert!(!bogus.log().contains("dead-4bad"), "the token is never logged:\n{}", bogus.log());
+
+    // No token at all is the anonymous token: Consul does not refuse it, it filters every
+    // answer to nothing, so consul-dns syncs an empty catalog and every name is NXDOMAIN.
+    let anonymous = start(&agent, &[]);
+    eventually(&anonymous, &agent, 10 * SEC, "synced, empty", || rcode(&anonymous, "web.service.consul") == NXDOMAIN);
+    assert!(anonymous.log().contains("services=0"), "{}", anonymous.log());
 
     let good = start(&agent, &["--consul-token", &secret]);
     eventually(&good, &agent, 10 * SEC, "synced with the read token", || {

@@ -237,6 +237,11 @@ impl Agent {
         if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) }
     }
 
+    /// A request with `token` (or none): status and body text.
+    pub fn call_as(&self, token: Option<&str>, method: &str, path: &str) -> (u16, String) {
+        self.request(method, path, token, None).expect("the agent answers")
+    }
+
     /// `PUT /v1/catalog/register` for a node of its own (not the agent's): address, node
     /// meta, and (unless `None`) one service with its checks as `(check id, status)`.
     pub fn register(&self, node: &str, address: &str, meta: &[(&str, &str)], service: Option<Value>, checks: &[Value]) {
