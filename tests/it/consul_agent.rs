@@ -2,9 +2,10 @@
 //! the scenarios of the fake's tests (consul.rs) where a real agent can play them —
 //! registrations through the catalog and agent APIs, node removal, check flips, node and
 //! service maintenance through the agent's own endpoints, tags, tagged addresses, weights,
-//! connect and ingress names, ACL tokens rejected and accepted, the agent killed and started
-//! again with an empty catalog, and consul-dns restarted from its state dir while the agent is
-//! down. Each test skips loudly when no agent binary is configured (never in CI).
+//! connect and ingress names, two datacenters federated over the WAN, ACL tokens rejected and
+//! accepted, the agent killed and started again with an empty catalog, and consul-dns
+//! restarted from its state dir while the agent is down — and the fake's JSON against the
+//! agent's. Each test skips loudly when no agent binary is configured (never in CI).
 
 use std::time::{Duration, Instant};
 
@@ -199,7 +200,7 @@ fn agent_service_addresses_tagged_addresses_connect_and_ingress() {
 
 #[test]
 fn agent_acl_token_rejected_then_accepted_and_never_logged() {
-    let Some(agent) = Agent::start(Options { acl: true }) else { return };
+    let Some(agent) = Agent::start(Options { acl: true, ..Options::default() }) else { return };
     web_catalog(&agent);
     let rules = r#"service_prefix "" { policy = "read" } node_prefix "" { policy = "read" }"#;
     agent.call("PUT", "/v1/acl/policy", Some(json!({"Name": "dns-read", "Rules": rules})));
@@ -423,4 +424,42 @@ fn agent_removed_node_stops_answering() {
     agent.deregister("n2", None);
     eventually(&d, &agent, SEC, "instance gone", || rdata(&d, "web.service.consul", RecordType::A) == ["127.0.0.21"]);
     eventually(&d, &agent, 2 * SEC, "the removed node's name", || rcode(&d, "n2.node.consul") == NXDOMAIN);
+}
+
+#[test]
+fn agent_two_datacenters_over_wan_federation_and_wan_translation() {
+    let Some(dc1) = Agent::start(Options::default()) else { return };
+    web_catalog(&dc1);
+    let options = Options {
+        datacenter: Some("dc2"),
+        node: Some("agent-2"),
+        join_wan: Some(dc1.ports.serf_wan),
+        ..Options::default()
+    };
+    let Some(dc2) = Agent::start(options) else { return };
+    let mut east = json!({
+        "Node": "m1", "Address": "127.0.2.1", "TaggedAddresses": {"lan": "127.0.2.1", "wan": "127.0.200.1"},
+        "Service": {"ID": "web-east", "Service": "web", "Port": 8080}
+    });
+    dc2.call("PUT", "/v1/catalog/register", Some(east.take()));
+    let federated = Instant::now();
+    while !dc1.call("GET", "/v1/catalog/datacenters", None).to_string().contains("dc2") {
+        assert!(federated.elapsed() < 30 * SEC, "dc2 never joined dc1 over the WAN; log:\n{}", tail(&dc2.log()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let d = start(&dc1, &[]);
+    eventually(&d, &dc1, 10 * SEC, "dc2 synced", || {
+        rdata(&d, "web.service.dc2.consul", RecordType::A) == ["127.0.2.1"]
+    });
+    assert_eq!(rdata(&d, "web.service.consul", RecordType::A), ["127.0.0.21"], "the local DC by default");
+    assert_eq!(rdata(&d, "web.service.dc1.consul", RecordType::A), ["127.0.0.21"]);
+    assert_eq!(rcode(&d, "web.service.dc3.consul"), NXDOMAIN);
+    let wan = start(&dc1, &["--translate-wan-addrs"]);
+    eventually(&wan, &dc1, 10 * SEC, "the WAN address for dc2", || {
+        rdata(&wan, "web.service.dc2.consul", RecordType::A) == ["127.0.200.1"]
+    });
+    assert_eq!(rdata(&wan, "web.service.dc1.consul", RecordType::A), ["127.0.0.21"], "LAN for the local DC");
+    let narrowed = start(&dc1, &["--datacenters", "dc1"]);
+    eventually(&narrowed, &dc1, 10 * SEC, "dc1", || !rdata(&narrowed, "web.service.consul", RecordType::A).is_empty());
+    assert_eq!(rcode(&narrowed, "web.service.dc2.consul"), NXDOMAIN, "--datacenters narrows");
 }

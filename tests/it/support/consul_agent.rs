@@ -49,6 +49,12 @@ pub fn binary() -> Option<PathBuf> {
 pub struct Options {
     /// ACLs on, default policy deny, with [`ROOT_TOKEN`] as the management token.
     pub acl: bool,
+    /// Its datacenter (`None`: dc1).
+    pub datacenter: Option<&'static str>,
+    /// Node name (`None`: [`AGENT_NODE`]).
+    pub node: Option<&'static str>,
+    /// The WAN serf port of another agent to federate with (`retry_join_wan`).
+    pub join_wan: Option<u16>,
 }
 
 /// The agent's ports.
@@ -59,7 +65,8 @@ pub struct Ports {
     /// DNS (UDP and TCP).
     pub dns: u16,
     serf_lan: u16,
-    serf_wan: u16,
+    /// WAN serf (what a second datacenter joins).
+    pub serf_wan: u16,
     server: u16,
     grpc: u16,
 }
@@ -73,6 +80,7 @@ pub struct Agent {
     dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
     token: Option<String>,
+    node: &'static str,
 }
 
 /// A port free on 127.0.0.1 for both TCP and UDP, held until the returned sockets drop.
@@ -97,8 +105,8 @@ impl Agent {
             Ports { http: port(0), dns: port(1), serf_lan: port(2), serf_wan: port(3), server: port(4), grpc: port(5) };
         let dir = tempfile::tempdir().unwrap();
         let mut config = json!({
-            "datacenter": "dc1",
-            "node_name": AGENT_NODE,
+            "datacenter": options.datacenter.unwrap_or("dc1"),
+            "node_name": options.node.unwrap_or(AGENT_NODE),
             "bind_addr": "127.0.0.1",
             "client_addr": "127.0.0.1",
             "advertise_addr": "127.0.0.1",
@@ -112,6 +120,9 @@ impl Agent {
                 "server": ports.server, "grpc": ports.grpc, "grpc_tls": -1, "https": -1
             }
         });
+        if let Some(port) = options.join_wan {
+            config["retry_join_wan"] = json!([format!("127.0.0.1:{port}")]);
+        }
         if options.acl {
             config["acl"] = json!({
                 "enabled": true, "default_policy": "deny", "enable_token_persistence": false,
@@ -121,7 +132,8 @@ impl Agent {
         std::fs::write(dir.path().join("agent.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         drop(held);
         let token = options.acl.then(|| ROOT_TOKEN.to_owned());
-        let mut agent = Agent { binary, child: None, ports, dir, log: Arc::default(), token };
+        let node = options.node.unwrap_or(AGENT_NODE);
+        let mut agent = Agent { binary, child: None, ports, dir, log: Arc::default(), token, node };
         agent.spawn();
         Some(agent)
     }
@@ -161,9 +173,9 @@ impl Agent {
             }
             let token = self.token.as_deref();
             let leader = self.request("GET", "/v1/status/leader", token, None);
-            let node = self.request("GET", &format!("/v1/catalog/node/{AGENT_NODE}"), token, None);
+            let node = self.request("GET", &format!("/v1/catalog/node/{}", self.node), token, None);
             let led = leader.as_ref().is_some_and(|(code, body)| *code == 200 && body.len() > 2);
-            let synced = node.as_ref().is_some_and(|(code, body)| *code == 200 && body.contains(AGENT_NODE));
+            let synced = node.as_ref().is_some_and(|(code, body)| *code == 200 && body.contains(self.node));
             if led && synced {
                 return;
             }
