@@ -96,9 +96,22 @@ fn free_port() -> (u16, TcpListener, UdpSocket) {
 
 impl Agent {
     /// Starts an agent and waits until it leads and its own node is in the catalog; `None`
-    /// when the binary is not configured (see [`binary`]).
+    /// when the binary is not configured (see [`binary`]). The free ports are released just
+    /// before the agent binds them, so another test may take one in between: then the agent
+    /// exits at once, and it is started again on new ports (three tries).
     pub fn start(options: Options) -> Option<Agent> {
         let binary = binary()?;
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Agent::try_start(&binary, &options) {
+                Ok(agent) => return Some(agent),
+                Err(log) => failures.push(log),
+            }
+        }
+        panic!("the Consul agent did not start in three tries; its logs:\n{}", failures.join("\n\n"));
+    }
+
+    fn try_start(binary: &std::path::Path, options: &Options) -> Result<Agent, String> {
         let held: Vec<_> = (0..6).map(|_| free_port()).collect();
         let port = |i: usize| held[i].0;
         let ports =
@@ -133,12 +146,14 @@ impl Agent {
         drop(held);
         let token = options.acl.then(|| ROOT_TOKEN.to_owned());
         let node = options.node.unwrap_or(AGENT_NODE);
+        let binary = binary.to_owned();
         let mut agent = Agent { binary, child: None, ports, dir, log: Arc::default(), token, node };
-        agent.spawn();
-        Some(agent)
+        agent.spawn()?;
+        Ok(agent)
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process and waits until it is ready; its log if it exited first.
+    fn spawn(&mut self) -> Result<(), String> {
         let mut command = Command::new(&self.binary);
         command
             .args(["agent", "-dev", "-config-file"])
@@ -161,15 +176,18 @@ impl Agent {
             });
         }
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    /// Waits (60 s at most) until the agent has a leader and has synced its own node.
-    fn wait_ready(&mut self) {
+    /// Waits (60 s at most) until the agent has a leader and has synced its own node; the
+    /// log if the agent exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("the Consul agent exited ({status}); log:\n{}", self.log());
+                self.child = None;
+                std::thread::sleep(Duration::from_millis(100)); // the log threads drain the pipes
+                return Err(format!("the Consul agent exited ({status}); log:\n{}", self.log()));
             }
             let token = self.token.as_deref();
             let leader = self.request("GET", "/v1/status/leader", token, None);
@@ -177,7 +195,7 @@ impl Agent {
             let led = leader.as_ref().is_some_and(|(code, body)| *code == 200 && body.len() > 2);
             let synced = node.as_ref().is_some_and(|(code, body)| *code == 200 && body.contains(self.node));
             if led && synced {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -193,9 +211,22 @@ impl Agent {
     }
 
     /// Starts it again on the same ports, with an empty catalog.
+    /// A port of the dead agent may be held a moment by a client's connection attempt (one to
+    /// a closed loopback port in the ephemeral range can connect to itself), so binding is
+    /// tried for up to five seconds.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.log.lock().unwrap().push("--- started again ---".into());
+            match self.spawn() {
+                Ok(()) => return,
+                Err(log) if Instant::now() < deadline && log.contains("address already in use") => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
     }
 
     /// `http://127.0.0.1:<http port>`.
