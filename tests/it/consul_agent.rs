@@ -84,7 +84,7 @@ fn agent_initial_sync_answers_services_nodes_weights_meta_and_the_agent_itself()
     assert_eq!(rdata(&d, &format!("{AGENT_NODE}.node.consul"), RecordType::A), ["127.0.0.1"]);
     assert_eq!(rdata(&d, "consul.service.consul", RecordType::A), ["127.0.0.1"]);
     assert_eq!(rdata(&d, "consul.", RecordType::NS), [format!("{AGENT_NODE}.node.dc1.consul.")], "NS: the servers");
-    assert!(d.log().contains("Consul catalog synced."), "{}", d.log());
+    assert!(d.wait_for_log("Consul catalog synced.", 5 * SEC), "{}", d.log());
     let theirs = query_udp(agent.dns(), "web.service.consul", RecordType::A, None);
     assert_eq!(theirs.answers().len(), 1, "the agent's own DNS answers the same name: {theirs:?}");
 }
@@ -229,7 +229,7 @@ fn agent_acl_token_rejected_then_accepted_and_never_logged() {
     // answer to nothing, so consul-dns syncs an empty catalog and every name is NXDOMAIN.
     let anonymous = start(&agent, &[]);
     eventually(&anonymous, &agent, 10 * SEC, "synced, empty", || rcode(&anonymous, "web.service.consul") == NXDOMAIN);
-    assert!(anonymous.log().contains("services=0"), "{}", anonymous.log());
+    assert!(anonymous.wait_for_log("services=0", 5 * SEC), "{}", anonymous.log());
 
     let good = start(&agent, &["--consul-token", &secret]);
     eventually(&good, &agent, 10 * SEC, "synced with the read token", || {
@@ -308,7 +308,7 @@ fn agent_down_at_restart_answers_from_the_state_dir() {
     let d = start(&agent, &["--state-dir", &dir]);
     assert_eq!(rdata(&d, "web.service.consul", RecordType::A), ["127.0.0.21", "127.0.0.22"]);
     assert_eq!(rdata(&d, "n1.node.consul", RecordType::TXT), ["rack=r1"]);
-    assert!(d.log().contains("Catalog restored from disk"), "{}", d.log());
+    assert!(d.wait_for_log("Catalog restored from disk", 5 * SEC), "{}", d.log());
     agent.restart();
     agent.register("n3", "127.0.0.23", &[], Some(service("web", "web-3", 8080)), &[]);
     eventually(&d, &agent, 20 * SEC, "live data replaces the restored", || {

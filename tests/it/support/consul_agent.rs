@@ -80,14 +80,17 @@ pub struct Agent {
     dir: tempfile::TempDir,
     log: Arc<Mutex<Vec<String>>>,
     token: Option<String>,
-    node: &'static str,
+    options: Options,
 }
 
 /// A port free on 127.0.0.1 for both TCP and UDP, held until the returned sockets drop.
+/// It is drawn below the kernel's ephemeral range (32768 and up on Linux): a port from there
+/// may be taken, between our release and the agent's bind, as the source port of any
+/// connection on the machine, or by another test binding port 0.
 fn free_port() -> (u16, TcpListener, UdpSocket) {
     loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-        let port = tcp.local_addr().unwrap().port();
+        let port = fastrand::u16(20000..32768);
+        let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) else { continue };
         if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
             return (port, tcp, udp);
         }
@@ -116,17 +119,29 @@ impl Agent {
         let port = |i: usize| held[i].0;
         let ports =
             Ports { http: port(0), dns: port(1), serf_lan: port(2), serf_wan: port(3), server: port(4), grpc: port(5) };
+        let token = options.acl.then(|| ROOT_TOKEN.to_owned());
         let dir = tempfile::tempdir().unwrap();
+        let (binary, options) = (binary.to_owned(), options.clone());
+        let mut agent = Agent { binary, child: None, ports, dir, log: Arc::default(), token, options };
+        agent.configure();
+        drop(held);
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Writes the agent's config file for its options and ports.
+    fn configure(&self) {
+        let (options, ports) = (&self.options, self.ports);
         let mut config = json!({
             "datacenter": options.datacenter.unwrap_or("dc1"),
-            "node_name": options.node.unwrap_or(AGENT_NODE),
+            "node_name": self.node(),
             "bind_addr": "127.0.0.1",
             "client_addr": "127.0.0.1",
             "advertise_addr": "127.0.0.1",
             "advertise_addr_wan": "127.0.0.1",
             "disable_update_check": true,
             "disable_host_node_id": true,
-            "data_dir": dir.path().join("data"),
+            "data_dir": self.dir.path().join("data"),
             "log_level": "info",
             "ports": {
                 "http": ports.http, "dns": ports.dns, "serf_lan": ports.serf_lan, "serf_wan": ports.serf_wan,
@@ -142,14 +157,11 @@ impl Agent {
                 "tokens": {"initial_management": ROOT_TOKEN, "agent": ROOT_TOKEN}
             });
         }
-        std::fs::write(dir.path().join("agent.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        drop(held);
-        let token = options.acl.then(|| ROOT_TOKEN.to_owned());
-        let node = options.node.unwrap_or(AGENT_NODE);
-        let binary = binary.to_owned();
-        let mut agent = Agent { binary, child: None, ports, dir, log: Arc::default(), token, node };
-        agent.spawn()?;
-        Ok(agent)
+        std::fs::write(self.dir.path().join("agent.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    fn node(&self) -> &'static str {
+        self.options.node.unwrap_or(AGENT_NODE)
     }
 
     /// Starts the process and waits until it is ready; its log if it exited first.
@@ -191,9 +203,9 @@ impl Agent {
             }
             let token = self.token.as_deref();
             let leader = self.request("GET", "/v1/status/leader", token, None);
-            let node = self.request("GET", &format!("/v1/catalog/node/{}", self.node), token, None);
+            let node = self.request("GET", &format!("/v1/catalog/node/{}", self.node()), token, None);
             let led = leader.as_ref().is_some_and(|(code, body)| *code == 200 && body.len() > 2);
-            let synced = node.as_ref().is_some_and(|(code, body)| *code == 200 && body.contains(self.node));
+            let synced = node.as_ref().is_some_and(|(code, body)| *code == 200 && body.contains(self.node()));
             if led && synced {
                 return Ok(());
             }
@@ -211,22 +223,33 @@ impl Agent {
     }
 
     /// Starts it again on the same ports, with an empty catalog.
-    /// A port of the dead agent may be held a moment by a client's connection attempt (one to
-    /// a closed loopback port in the ephemeral range can connect to itself), so binding is
-    /// tried for up to five seconds.
+    /// Starts it again on the same HTTP port, with an empty catalog. Should one of its other
+    /// ports have been taken while it was down, those are chosen afresh (ten tries).
     pub fn restart(&mut self) {
         self.stop();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
+        for _ in 0..10 {
             self.log.lock().unwrap().push("--- started again ---".into());
             match self.spawn() {
                 Ok(()) => return,
-                Err(log) if Instant::now() < deadline && log.contains("address already in use") => {
+                Err(log) if log.contains("address already in use") => {
+                    let held: Vec<_> = (0..5).map(|_| free_port()).collect();
+                    let http = self.ports.http;
+                    let port = |i: usize| held[i].0;
+                    self.ports = Ports {
+                        http,
+                        dns: port(0),
+                        serf_lan: port(1),
+                        serf_wan: port(2),
+                        server: port(3),
+                        grpc: port(4),
+                    };
+                    self.configure();
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(log) => panic!("{log}"),
             }
         }
+        panic!("the Consul agent did not start again in ten tries; log:\n{}", self.log());
     }
 
     /// `http://127.0.0.1:<http port>`.
