@@ -484,3 +484,60 @@ fn agent_two_datacenters_over_wan_federation_and_wan_translation() {
     eventually(&narrowed, &dc1, 10 * SEC, "dc1", || !rdata(&narrowed, "web.service.consul", RecordType::A).is_empty());
     assert_eq!(rcode(&narrowed, "web.service.dc2.consul"), NXDOMAIN, "--datacenters narrows");
 }
+
+#[test]
+fn agent_down_before_the_first_sync_is_servfail_then_the_agent_is_followed() {
+    let Some(mut agent) = Agent::start(Options::default()) else { return };
+    agent.stop();
+    let d = start(&agent, &[]);
+    assert_eq!(rcode(&d, "web.service.consul"), SERVFAIL);
+    assert_eq!(rcode(&d, "missing.service.consul"), SERVFAIL, "not NXDOMAIN: nothing is known yet");
+    assert_eq!(get(d.http(), "/ready").status, 503);
+    agent.restart();
+    web_catalog(&agent);
+    eventually(&d, &agent, 15 * SEC, "first sync", || rdata(&d, "web.service.consul", RecordType::A) == ["127.0.0.21"]);
+    assert_eq!(rcode(&d, "missing.service.consul"), NXDOMAIN);
+    assert_eq!(get(d.http(), "/ready").status, 200);
+}
+
+#[test]
+fn agent_propagation_p50_p99_over_40_changes() {
+    let Some(agent) = Agent::start(Options::default()) else { return };
+    web_catalog(&agent);
+    let d = start(&agent, &[]);
+    let web = |d: &Daemon| rdata(d, "web.service.consul", RecordType::A).len();
+    eventually(&d, &agent, 10 * SEC, "synced", || web(&d) == 1);
+    let mut took = Vec::new();
+    for round in 0..40 {
+        let start = Instant::now();
+        let want = match round % 4 {
+            0 => {
+                let checks = [check("service:web-2", "web-2", "passing")];
+                agent.register("n2", "127.0.0.22", &[], Some(service("web", "web-2", 8080)), &checks);
+                2
+            }
+            1 => {
+                agent.set_check("n2", "127.0.0.22", "service:web-2", "web-2", "critical");
+                1
+            }
+            2 => {
+                agent.set_check("n2", "127.0.0.22", "service:web-2", "web-2", "passing");
+                2
+            }
+            _ => {
+                agent.deregister("n2", Some("web-2"));
+                1
+            }
+        };
+        eventually(&d, &agent, 5 * SEC, "change answered", || web(&d) == want);
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let (p50, p99) = (took[took.len() / 2], took[took.len() * 99 / 100]);
+    println!(
+        "real Consul propagation over {} changes: p50 {p50:?}, p99 {p99:?}, max {:?}",
+        took.len(),
+        took[took.len() - 1]
+    );
+    assert!(p99 < SEC, "p99 {p99:?}");
+}
