@@ -197,6 +197,18 @@ fn register_catalog(agent: &Agent) {
         "TaggedAddresses": {"lan_ipv4": {"Address": "127.0.0.41", "Port": 9001}}
     });
     agent.register("n2", "127.0.0.22", &[], Some(tagged), &[]);
+    let proxy = json!({
+        "ID": "web-1-sidecar-proxy", "Service": "web-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
+        "Proxy": {"DestinationServiceName": "web"}
+    });
+    agent.register("n1", "127.0.0.21", &[("rack", "r1"), ("env", "prod")], Some(proxy), &[]);
+    let gateway = json!({"ID": "edge-1", "Service": "edge", "Kind": "ingress-gateway", "Port": 8443});
+    agent.register("gw", "127.0.0.30", &[], Some(gateway), &[]);
+    let entry = json!({
+        "Kind": "ingress-gateway", "Name": "edge",
+        "Listeners": [{"Port": 8080, "Protocol": "tcp", "Services": [{"Name": "db"}]}]
+    });
+    agent.call("PUT", "/v1/config", Some(entry));
     for i in 1..=6 {
         let many = json!({"ID": format!("many-{i}"), "Service": "many", "Port": 7000 + i});
         agent.register(&format!("m{i}"), &format!("127.0.1.{i}"), &[], Some(many), &[]);
@@ -222,6 +234,10 @@ fn names() -> Vec<(String, Vec<RecordType>)> {
         "tagged.service.consul.",
         "many.service.consul.",
         "_many._tcp.service.consul.",
+        "web.connect.consul.",
+        "db.connect.consul.",
+        "db.ingress.consul.",
+        "web.ingress.consul.",
         "consul.service.consul.",
         "nope.service.consul.",
         "web.service.dc9.consul.",
@@ -355,7 +371,11 @@ fn dns_answers_match_the_real_agent_name_by_name_except_the_known_differences() 
     let url = agent.url();
     let d = Daemon::start_in(tempfile::tempdir().unwrap(), &["--consul", &url, "--consul-wait", "20s"]);
     let start = Instant::now();
-    while probe(d.addr, "many.service.consul", RecordType::SRV, Some(4096)).message.answers.len() != 6 {
+    let synced = || {
+        probe(d.addr, "many.service.consul", RecordType::SRV, Some(4096)).message.answers.len() == 6
+            && !probe(d.addr, "db.ingress.consul", RecordType::SRV, Some(4096)).message.answers.is_empty()
+    };
+    while !synced() {
         assert!(start.elapsed() < Duration::from_secs(10), "consul-dns did not sync; log:\n{}", d.log());
         std::thread::sleep(Duration::from_millis(20));
     }
