@@ -3,6 +3,8 @@
 
 mod cli;
 mod consul;
+mod consul_agent;
+mod consul_differential;
 mod deploy;
 mod deploy_files;
 mod deploy_wiring;

@@ -112,6 +112,8 @@ struct Dc {
 struct State {
     raft: u64,
     offset: u64,
+    /// Snapshot restores so far: each one abandons the held queries.
+    restores: u64,
     local: String,
     dcs: BTreeMap<String, Dc>,
     fault: Option<Fault>,
@@ -343,6 +345,7 @@ impl FakeConsul {
             let mut state = self.lock();
             state.offset = state.raft - 2;
             state.raft += 1;
+            state.restores += 1;
         }
         self.version.send_modify(|v| *v += 1);
     }
@@ -652,10 +655,15 @@ async fn handle(
     };
     let jitter = Duration::from_millis(fastrand::u64(0..=(wait.as_millis() as u64 / 16)));
     let deadline = tokio::time::Instant::now() + wait + jitter;
+    let restores = state.lock().unwrap().restores;
     loop {
         version.borrow_and_update();
         let held = wanted != 0 && tokio::time::Instant::now() < deadline;
-        let unchanged = held && index_of(&state.lock().unwrap(), &query) == Some(wanted);
+        // Consul holds a query until the index moves past the client's, so a client asking with
+        // an index from an earlier cluster (the agent started again with an empty catalog)
+        // waits out `wait`; a snapshot restore abandons the held queries instead.
+        let restored = state.lock().unwrap().restores != restores;
+        let unchanged = held && !restored && index_of(&state.lock().unwrap(), &query).is_some_and(|i| i <= wanted);
         if unchanged && state.lock().unwrap().fault.is_none() {
             // Still nothing new: wait without rendering the body (as Consul's watch sets do).
             tokio::select! {
@@ -670,9 +678,9 @@ async fn handle(
             Answer::Plain(body) => (200, body, None),
             Answer::Error(code, message) => return Ok(text(code, message)),
         };
-        // A lower index than the client's (a restore) answers at once too: Consul abandons
-        // every watch on restore, so held queries return with the new, lower index.
-        let ready = wanted == 0 || index.is_none_or(|i| i != wanted);
+        // A restore answers the held queries at once, with the new, lower index.
+        let restored = state.lock().unwrap().restores != restores;
+        let ready = wanted == 0 || restored || index.is_none_or(|i| i > wanted);
         let fault = state.lock().unwrap().fault.clone();
         if let Some(Fault::Status(code, body)) = fault {
             return Ok(text(code, body));
@@ -757,8 +765,8 @@ fn answer(state: &State, q: &Query) -> Answer {
             "Config": {"Datacenter": state.local, "NodeName": agent::NODE, "Server": false, "Version": "1.19.2"},
             "DebugConfig": {"Datacenter": state.local, "DNSDomain": "consul.", "DNSAltDomain": ""},
             "Member": {"Name": agent::NODE, "Addr": state.agent_address, "Port": 8301},
-            "Meta": {"consul-version": "1.19.2"},
-            "xDS": null
+            "Meta": {"consul-network-segment": ""},
+            "xDS": {"SupportedProxies": {"envoy": ["1.25.4"]}, "Port": 8502, "Ports": {"Plaintext": 8502, "TLS": -1}}
         }));
     }
     if q.path == "/v1/catalog/datacenters" {
@@ -875,7 +883,7 @@ fn node_json(dc: &str, name: &str, n: &NodeRec, shown: impl Fn(u64) -> u64) -> V
 fn service_json(s: &SvcRec, shown: impl Fn(u64) -> u64) -> Value {
     let svc = &s.svc;
     let mut out = json!({
-        "ID": svc.id, "Service": svc.name, "Tags": svc.tags, "Address": svc.address, "Meta": {},
+        "ID": svc.id, "Service": svc.name, "Tags": svc.tags, "Address": svc.address, "Meta": null,
         "Weights": svc.weights.map_or(json!({"Passing": 1, "Warning": 1}), |(p, w)| json!({"Passing": p, "Warning": w})),
         "EnableTagOverride": false,
         "Proxy": if svc.kind == "connect-proxy" { json!({"DestinationServiceName": svc.proxy_for, "Mode": ""}) } else { json!({"Mode": "", "MeshGateway": {}, "Expose": {}}) },

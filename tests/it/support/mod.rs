@@ -2,6 +2,7 @@
 //! and "HTTP listening." log lines), real `dig`, and a small DNS client on hickory-proto.
 
 pub mod client;
+pub mod consul_agent;
 pub mod daemon;
 pub mod fake_consul;
 pub mod go_examples;
