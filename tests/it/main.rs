@@ -4,6 +4,7 @@
 mod cli;
 mod consul;
 mod deploy;
+mod docs;
 mod fake;
 mod forward;
 mod kong;

@@ -1,4 +1,4 @@
-//! Consul DNS spec items (consul-dns-spec.md S1–S11) over real UDP and TCP sockets.
+//! The DNS behaviour of docs/behaviour.md (S1–S11) over real UDP and TCP sockets.
 
 use std::collections::HashSet;
 
@@ -115,7 +115,7 @@ fn s1_4_outside_the_domain_is_refused_without_aa_or_ra() {
     assert!(out.contains("status: REFUSED"), "{out}");
     assert!(!out.contains(" aa") && !out.contains(" ra"), "{out}");
     let reply = query_udp(d.addr, "web.service.consul.default.svc.cluster.local", RecordType::SRV, None);
-    assert_eq!(reply.rcode(), 5, "kong §11.6: search-suffixed names answered at once");
+    assert_eq!(reply.rcode(), 5, "K6: search-suffixed names answered at once");
     assert_eq!(reply.message.queries.len(), 1, "question echoed");
 }
 
@@ -186,10 +186,7 @@ fn s3_5_every_srv_target_answers_its_own_a_query() {
         assert_eq!(a.len(), 1, "{target} → {a:?}");
         assert!(a[0].starts_with("127.0.0."), "{target} → {a:?}");
         let srv = dig(d.addr, &[&target, "SRV"]);
-        assert!(
-            srv.contains("status: NOERROR") && srv.contains("ANSWER: 0"),
-            "kong §11.4 NODATA for SRV on {target}: {srv}"
-        );
+        assert!(srv.contains("status: NOERROR") && srv.contains("ANSWER: 0"), "K4 NODATA for SRV on {target}: {srv}");
     }
 }
 
@@ -244,7 +241,7 @@ fn s6_ttls_default_and_configured() {
 }
 
 #[test]
-fn s7_200_instances_truncated_over_udp_complete_over_tcp() {
+fn s7_5_200_instances_truncated_over_udp_complete_over_tcp() {
     let d = Daemon::start(&big_catalog("big", 200), &["--udp-answer-limit", "0"]);
     let udp = query_udp(d.addr, "big.service.consul", RecordType::SRV, None);
     assert!(udp.size <= 512, "{} bytes", udp.size);
@@ -284,7 +281,7 @@ fn s7_1_edns_size_honoured() {
 #[test]
 fn s8_opt_record_only_when_the_query_had_one() {
     let d = Daemon::start(CATALOG, &[]);
-    assert!(query_udp(d.addr, "web.service.consul", RecordType::A, None).message.edns.is_none(), "S8.2, kong §11.7");
+    assert!(query_udp(d.addr, "web.service.consul", RecordType::A, None).message.edns.is_none(), "S8.2, K7");
     assert!(query_udp(d.addr, "web.service.consul", RecordType::A, Some(1232)).message.edns.is_some(), "S8.1");
 }
 
