@@ -15,12 +15,23 @@ fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// Prints one line on stdout. A reader that went away (`--check-config | head -1`) is not an
+/// error worth a word, let alone a panic; other write errors are reported.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout(), "{line}")
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("consul-dns: cannot write to stdout: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { addr, name, timeout_ms }) = &cli.command {
         return match healthcheck::check(addr.as_deref(), name, Duration::from_millis(*timeout_ms)) {
             Ok(summary) => {
-                println!("ok: {summary}");
+                say(format_args!("ok: {summary}"));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -68,18 +79,18 @@ fn check_config(config: &config::Config) -> ExitCode {
             .state_dir
             .as_ref()
             .map_or_else(|| "no state_dir".to_owned(), |d| format!("state_dir {}", d.display()));
-        println!("configuration OK; Consul backend at {} ({state})", consul.address);
-        println!("{}", recursion_summary(config));
+        say(format_args!("configuration OK; Consul backend at {} ({state})", consul.address));
+        say(recursion_summary(config));
         return ExitCode::SUCCESS;
     }
     match file::build(&config.catalog, Arc::new(config.build_options())) {
         Ok((snapshot, _)) => {
             let counts = snapshot.counts();
-            println!(
+            say(format_args!(
                 "configuration OK; catalog {:?}: {} services, {} instances, {} nodes",
                 config.catalog, counts.services, counts.instances, counts.nodes
-            );
-            println!("{}", recursion_summary(config));
+            ));
+            say(recursion_summary(config));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -18,6 +18,22 @@ fn check_config_accepts_the_shipped_files() {
 }
 
 #[test]
+fn check_config_into_a_closed_pipe_exits_quietly() {
+    // `consul-dns --check-config | head -1`: the reader is gone before the second line.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(crate::support::daemon::binary())
+        .args(["--check-config", "--config", "config/consul-dns.toml"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "nothing to say about a closed pipe: {err}");
+}
+
+#[test]
 fn check_config_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
