@@ -65,8 +65,8 @@ fn main() -> ExitCode {
     match runtime.block_on(app::run(config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once, through the log (JSON with --log-format json), not again on stderr.
             tracing::error!(error = format!("{e:#}"), "Fatal error.");
-            eprintln!("consul-dns: {e:#}");
             ExitCode::FAILURE
         }
     }

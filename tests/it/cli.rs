@@ -83,3 +83,33 @@ fn healthcheck_succeeds_against_a_daemon_and_fails_without_one() {
     let (code, _, err) = run_binary(&["healthcheck", &silent, "--timeout-ms", "300"]);
     assert_eq!(code, Some(1), "{err}");
 }
+
+#[test]
+fn a_taken_port_is_reported_once_with_what_to_do() {
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let listen = holder.local_addr().unwrap().to_string();
+    for format in ["text", "json"] {
+        let (code, _, err) = run_binary(&[
+            "--static",
+            "config/services.toml",
+            "--listen",
+            &listen,
+            "--http",
+            "off",
+            "--recursor",
+            "none",
+            "--log-format",
+            format,
+        ]);
+        assert_eq!(code, Some(1), "{err}");
+        let mentions: Vec<&str> = err.lines().filter(|l| l.contains("already uses that port")).collect();
+        assert_eq!(mentions.len(), 1, "said once ({format}): {err}");
+        assert!(mentions[0].contains(&listen) && mentions[0].contains("--listen"), "{}", mentions[0]);
+        assert!(mentions[0].contains("Consul agent"), "{}", mentions[0]);
+        if format == "json" {
+            for line in err.lines() {
+                assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not JSON: {line}");
+            }
+        }
+    }
+}
