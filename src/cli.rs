@@ -37,15 +37,16 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Send one DNS query and exit 0 on a well-formed answer (for container healthchecks,
-    /// which have no dig)
+    /// Ask the daemon for its domain's SOA and exit 0 on a NOERROR answer (for container
+    /// healthchecks, which have no dig). Reads the same configuration as the daemon
+    /// (--config, CONSUL_DNS_*, flags before the subcommand) for the address and the domain
     Healthcheck {
-        /// Server address [default: 127.0.0.1:8600]
+        /// Server address [default: the first listen address, 0.0.0.0 asked as 127.0.0.1]
         #[arg(value_name = "ADDR")]
         addr: Option<String>,
-        /// Name to ask for (its SOA) [default: consul.]
-        #[arg(long, value_name = "NAME", default_value = "consul.")]
-        name: String,
+        /// Name to ask for (its SOA), with or without the trailing dot [default: the domain]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
         /// Give up after this many milliseconds
         #[arg(long, value_name = "MS", default_value_t = 2000)]
         timeout_ms: u64,

@@ -28,18 +28,6 @@ fn say(line: impl std::fmt::Display) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck { addr, name, timeout_ms }) = &cli.command {
-        return match healthcheck::check(addr.as_deref(), name, Duration::from_millis(*timeout_ms)) {
-            Ok(summary) => {
-                say(format_args!("ok: {summary}"));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("consul-dns healthcheck: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let config = match config::load(cli.config.as_deref(), cli.settings.clone(), &env) {
         Ok(config) => config,
         Err(e) => {
@@ -47,6 +35,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck { addr, name, timeout_ms }) = &cli.command {
+        return health(&config, addr.as_deref(), name.as_deref(), Duration::from_millis(*timeout_ms));
+    }
     if cli.check_config {
         return check_config(&config);
     }
@@ -67,6 +58,27 @@ fn main() -> ExitCode {
         Err(e) => {
             // Once, through the log (JSON with --log-format json), not again on stderr.
             tracing::error!(error = format!("{e:#}"), "Fatal error.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `healthcheck`: the daemon this configuration describes, unless told otherwise.
+fn health(config: &config::Config, addr: Option<&str>, name: Option<&str>, timeout: Duration) -> ExitCode {
+    let target = match addr {
+        Some(text) => healthcheck::parse_addr(text),
+        None => config.listen.first().copied().map(healthcheck::reachable).ok_or_else(|| {
+            healthcheck::HealthError::Usage("the configuration has no listen address; give ADDR".into())
+        }),
+    };
+    let name = name.unwrap_or(config.domain.text());
+    match target.and_then(|addr| healthcheck::check(addr, name, timeout)) {
+        Ok(summary) => {
+            say(format_args!("ok: {summary}"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consul-dns healthcheck: {e}");
             ExitCode::FAILURE
         }
     }

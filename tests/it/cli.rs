@@ -113,3 +113,28 @@ fn a_taken_port_is_reported_once_with_what_to_do() {
         }
     }
 }
+
+#[test]
+fn healthcheck_reads_the_daemons_configuration_and_counts_nxdomain_as_unhealthy() {
+    let d = Daemon::start("", &["--domain", "example."]);
+    let config = d.dir.path().join("healthcheck.toml");
+    std::fs::write(&config, format!("listen = [\"{}\"]\ndomain = \"example.\"\n", d.addr)).unwrap();
+    let config = config.to_str().unwrap();
+    let (code, out, err) = run_binary(&["--config", config, "healthcheck"]);
+    assert_eq!(code, Some(0), "address and domain from the file: {out}{err}");
+    assert!(out.contains("NOERROR for example. SOA"), "{out}");
+    let out = std::process::Command::new(crate::support::daemon::binary())
+        .args(["healthcheck"])
+        .env("CONSUL_DNS_LISTEN", d.addr.to_string())
+        .env("CONSUL_DNS_DOMAIN", "example.")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "from the environment: {}", String::from_utf8_lossy(&out.stderr));
+    let (code, out, err) = run_binary(&["--config", config, "healthcheck", "--name", "example"]);
+    assert_eq!(code, Some(0), "a name without the trailing dot: {out}{err}");
+    let (code, _, err) = run_binary(&["--config", config, "healthcheck", "--name", "nothing.example"]);
+    assert_eq!(code, Some(1), "NXDOMAIN is not healthy: {err}");
+    assert!(err.contains("NXDOMAIN"), "{err}");
+    let (code, _, err) = run_binary(&["--config", config, "healthcheck", "--name", "consul"]);
+    assert_eq!(code, Some(1), "outside the domain: REFUSED is not healthy: {err}");
+}
