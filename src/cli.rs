@@ -13,9 +13,13 @@ for '-', e.g. node_ttl = \"5s\") and by an environment variable CONSUL_DNS_<OPTI
 CONSUL_DNS_NODE_TTL=5s; lists comma-separated). Precedence: flags > environment > file >
 defaults. CONSUL_DNS_CONFIG names the config file. SIGHUP reloads the file and the catalog.";
 
+/// `--version`: the crate version, the commit it was built from and the cargo profile.
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("CONSUL_DNS_COMMIT"), ", ", env!("CONSUL_DNS_PROFILE"), " build)");
+
 /// consul-dns: answers Consul's DNS namespace from a static catalog or the Consul catalog.
 #[derive(Debug, Parser)]
-#[command(name = "consul-dns", version, about, after_help = AFTER_HELP)]
+#[command(name = "consul-dns", version = VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// TOML configuration file (also CONSUL_DNS_CONFIG)
     #[arg(long, value_name = "FILE")]

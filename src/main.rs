@@ -7,8 +7,10 @@ use std::time::Duration;
 use clap::Parser;
 use consul_dns::app::{self, Reloader};
 use consul_dns::backend::file;
+use consul_dns::backend::status::FailureReason;
 use consul_dns::cli::{Cli, Command};
 use consul_dns::dns::forward::host::Host;
+use consul_dns::telemetry::metrics::Backend;
 use consul_dns::{config, healthcheck, telemetry};
 
 fn env(key: &str) -> Option<String> {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         eprintln!("consul-dns: {e}");
         return ExitCode::from(2);
     }
+    declare_failure_reasons(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -81,6 +84,15 @@ fn health(config: &config::Config, addr: Option<&str>, name: Option<&str>, timeo
             eprintln!("consul-dns healthcheck: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The failure counters of the backends this configuration runs, at 0 before any failure.
+fn declare_failure_reasons(config: &config::Config) {
+    match config.consul {
+        Some(_) => telemetry::sync_failure_reasons(Backend::Consul, &FailureReason::ALL.map(FailureReason::label)),
+        // The labels `CatalogFileError::reason` gives, and the file backend's "panic".
+        None => telemetry::sync_failure_reasons(Backend::File, &["read", "parse", "invalid", "panic"]),
     }
 }
 

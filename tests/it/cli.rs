@@ -138,3 +138,18 @@ fn healthcheck_reads_the_daemons_configuration_and_counts_nxdomain_as_unhealthy(
     let (code, _, err) = run_binary(&["--config", config, "healthcheck", "--name", "consul"]);
     assert_eq!(code, Some(1), "outside the domain: REFUSED is not healthy: {err}");
 }
+
+#[test]
+fn version_names_the_commit_and_the_build_profile() {
+    let (code, out, err) = run_binary(&["--version"]);
+    assert_eq!(code, Some(0), "{err}");
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    assert!(!head.is_empty(), "the tests run in a git checkout");
+    assert!(out.starts_with(&format!("consul-dns {} ({head}, ", env!("CARGO_PKG_VERSION"))), "{out}");
+    assert!(out.contains("debug build") || out.contains("release build"), "{out}");
+}

@@ -148,6 +148,17 @@ fn metrics_count_a_known_set_of_queries_exactly() {
 }
 
 #[test]
+fn sync_failures_are_exported_at_zero_before_the_first_failure() {
+    let d = Daemon::start(CATALOG, &[]);
+    let m = samples(&get(d.http(), "/metrics").text());
+    for reason in ["read", "parse", "invalid"] {
+        let series = format!("consul_dns_sync_failures_total{{backend=\"file\",reason=\"{reason}\"}}");
+        assert_eq!(m.get(&series), Some(&0.0), "{series}");
+    }
+    assert!(!m.keys().any(|k| k.contains("backend=\"consul\"")), "only the backend that runs");
+}
+
+#[test]
 fn health_ready_and_catalog_answer_json() {
     let d = Daemon::start(CATALOG, &[]);
     let health = get(d.http(), "/health");
