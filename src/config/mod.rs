@@ -14,11 +14,11 @@ use thiserror::Error;
 
 use crate::catalog::BuildOptions;
 use crate::catalog::ttl::TtlTable;
-use crate::dns::Settings;
 use crate::dns::acl::{Acl, Cidr};
 use crate::dns::forward::host::{self, Host};
 use crate::dns::forward::{self, Recursion, Strategy};
 use crate::dns::name::DomainName;
+use crate::dns::{OwnNameServer, Settings};
 use crate::telemetry::{LogFormat, Sample};
 pub use layer::{ENV_CONFIG, ENV_PREFIX, KEYS, Layer};
 use value::{DEFAULT_DNS_PORT, Secret, ServiceTtl};
@@ -197,6 +197,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Share of queries logged.
     pub query_log_sample: Sample,
+    /// `ns_name`/`ns_address`: the apex NS without a `consul` service.
+    pub own_name_server: Option<OwnNameServer>,
     /// HTTP listener (metrics, health, debugging); `None` = off.
     pub http: Option<SocketAddr>,
     /// Where the recursors come from.
@@ -291,6 +293,19 @@ pub fn resolve_with(
         Some(list) => Recursors::Listed(list.into_iter().filter_map(|r| r.0).collect()),
         None => Recursors::ResolvConf(layer.resolv_conf.unwrap_or_else(|| DEFAULT_RESOLV_CONF.into())),
     };
+    let own_name_server = match (&layer.ns_name, layer.ns_address) {
+        (Some(name), Some(address)) => Some(
+            OwnNameServer::new(name, &domain, address)
+                .map_err(|message| ConfigError::Invalid { key: "ns_name", message })?,
+        ),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid { key: "ns_address", message: "is needed with ns_name".into() });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid { key: "ns_name", message: "is needed with ns_address".into() });
+        }
+    };
     let recursor_timeout = layer.recursor_timeout.map_or(forward::DEFAULT_TIMEOUT, |t| t.0);
     if recursor_timeout.is_zero() {
         return Err(ConfigError::Invalid { key: "recursor_timeout", message: "must be above 0".into() });
@@ -312,6 +327,7 @@ pub fn resolve_with(
         log_level: layer.log_level.unwrap_or_else(|| "info".into()),
         log_format: layer.log_format.unwrap_or_default(),
         query_log_sample: layer.query_log_sample.unwrap_or_default(),
+        own_name_server,
         http: layer.http.map_or(Some(DEFAULT_HTTP), |h| h.0),
         recursors,
         recursor_timeout,
@@ -425,6 +441,7 @@ impl Config {
         };
         settings.acl = Acl { allow_query: self.allow_query.clone(), allow_recursion };
         settings.query_log = self.query_log_sample;
+        settings.own_name_server = self.own_name_server.clone();
         settings
     }
 }

@@ -135,6 +135,8 @@ fn every_key_is_settable_from_env_and_file() {
         ("translate_wan_addrs", ("true", "true")),
         ("state_dir", ("/var/lib/consul-dns", "\"/var/lib/consul-dns\"")),
         ("max_stale", ("1h", "\"1h\"")),
+        ("ns_name", ("ns.consul.", "\"ns.consul.\"")),
+        ("ns_address", ("127.0.0.1", "\"127.0.0.1\"")),
     ]
     .into();
     assert_eq!(samples.len(), KEYS.len());

@@ -13,10 +13,70 @@ pub mod name;
 pub mod server;
 pub mod udp_batch;
 
+use std::net::IpAddr;
+
 use acl::Acl;
 use forward::Recursion;
 
+use crate::catalog::records::Addr;
 use name::DomainName;
+
+/// This daemon as the apex's name server, for catalogs without a `consul` service (S5.4):
+/// `ns_name` (a name in the domain) answers A/AAAA with `ns_address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnNameServer {
+    /// The name relative to the domain, lower-case dotted text (`ns`).
+    relative: Box<str>,
+    /// The same as wire labels, without the root: the NS target before the response domain.
+    labels: Box<[u8]>,
+    /// The address record `ns_name` answers with.
+    address: Addr,
+}
+
+/// Labels that make a name something else than a plain name (S2.2).
+const KIND_KEYWORDS: [&str; 7] = ["service", "connect", "ingress", "node", "addr", "query", "virtual"];
+
+impl OwnNameServer {
+    /// `name` must lie below `domain` and hold no kind keyword, or it would never be asked
+    /// as itself. The error is a sentence for the configuration's `ns_name`.
+    pub fn new(name: &DomainName, domain: &DomainName, address: IpAddr) -> Result<OwnNameServer, String> {
+        let relative = name.text().strip_suffix(domain.text()).and_then(|r| r.strip_suffix('.'));
+        let Some(relative) = relative.filter(|r| !r.is_empty()) else {
+            return Err(format!(
+                "{}. is not below the domain {}.: the name server must be a name this daemon answers",
+                name.text(),
+                domain.text()
+            ));
+        };
+        if let Some(keyword) = relative.split('.').find(|l| KIND_KEYWORDS.contains(l)) {
+            return Err(format!("{}. holds the label {keyword:?}, which makes it a {keyword} name", name.text()));
+        }
+        let mut labels = Vec::new();
+        crate::wire::push_labels(relative, &mut labels).map_err(|e| e.to_string())?;
+        let address = match address {
+            IpAddr::V4(ip) => Addr::V4(ip.octets()),
+            IpAddr::V6(ip) => Addr::V6(ip.octets()),
+        };
+        Ok(OwnNameServer { relative: relative.into(), labels: labels.into(), address })
+    }
+
+    /// The NS target's labels, to be followed by the response domain.
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    /// The address `ns_name` answers with.
+    pub fn address(&self) -> &Addr {
+        &self.address
+    }
+
+    /// Whether the lower-case dotted `name` is `ns_name` under one of `domains`.
+    pub fn is(&self, name: &[u8], domains: impl Iterator<Item = impl AsRef<str>>) -> bool {
+        let relative = self.relative.as_bytes();
+        let Some(rest) = name.strip_prefix(relative).and_then(|r| r.strip_prefix(b".")) else { return false };
+        domains.into_iter().any(|d| d.as_ref().as_bytes() == rest)
+    }
+}
 
 /// SOA timers other than MINIMUM (S5.1), in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +121,8 @@ pub struct Settings {
     pub acl: Acl,
     /// The share of queries written to the query log (off by default).
     pub query_log: crate::telemetry::Sample,
+    /// This daemon as the apex's NS when the catalog names no servers (S5.4).
+    pub own_name_server: Option<OwnNameServer>,
 }
 
 impl Settings {
@@ -81,6 +143,7 @@ impl Settings {
             recursion: Recursion::default(),
             acl: Acl::default(),
             query_log: crate::telemetry::Sample::default(),
+            own_name_server: None,
         }
     }
 

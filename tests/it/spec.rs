@@ -209,6 +209,36 @@ fn s3_8_reverse_lookup() {
 }
 
 #[test]
+fn s5_4_without_a_consul_service_the_apex_ns_is_this_daemon() {
+    let catalog = "[[nodes]]\nname = \"n1\"\naddress = \"127.0.0.21\"\n\
+                   [[services]]\nname = \"web\"\nnode = \"n1\"\nport = 80\n";
+    let plain = Daemon::start(catalog, &[]);
+    let ns = dig(plain.addr, &["consul", "NS"]);
+    assert!(ns.contains("status: NOERROR") && ns.contains("ANSWER: 0"), "no ns_name: NODATA as before: {ns}");
+    let d = Daemon::start(catalog, &["--ns-name", "ns.consul.", "--ns-address", "127.0.0.53"]);
+    assert_eq!(short(&d, &["consul", "NS"]), ["ns.consul."]);
+    let full = dig(d.addr, &["consul", "NS"]);
+    assert!(full.contains("ns.consul.\t\t5\tIN\tA\t127.0.0.53"), "glue in the additional section: {full}");
+    assert_eq!(short(&d, &["NS.consul", "A"]), ["127.0.0.53"], "the name answers for itself, any case");
+    let aaaa = dig(d.addr, &["ns.consul", "AAAA"]);
+    assert!(aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"), "NODATA for the other family: {aaaa}");
+    let soa = dig(d.addr, &["consul", "SOA"]);
+    assert!(soa.contains("AUTHORITY: 1") && soa.contains("127.0.0.53"), "SOA carries the NS and its glue: {soa}");
+    let (code, _, err) = crate::support::daemon::run_binary(&["--check-config", "--ns-name", "ns.consul."]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("ns_address"), "{err}");
+    let (code, _, err) = crate::support::daemon::run_binary(&[
+        "--check-config",
+        "--ns-name",
+        "ns.example.",
+        "--ns-address",
+        "127.0.0.1",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not below the domain"), "{err}");
+}
+
+#[test]
 fn s5_apex_soa_ns_and_s15_apex_nodata() {
     let d = Daemon::start(CATALOG, &[]);
     let soa = short(&d, &["consul", "SOA"]);
