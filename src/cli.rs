@@ -41,6 +41,24 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Ask the daemon one question and print the reply, dig-style (images have no dig). The
+    /// address comes from the configuration, as for healthcheck
+    Query {
+        /// The name asked, trailing dot optional
+        name: String,
+        /// Record type [default: A]
+        #[arg(value_name = "TYPE", default_value = "A")]
+        qtype: String,
+        /// Server address [default: the first listen address, 0.0.0.0 asked as 127.0.0.1]
+        #[arg(long, value_name = "ADDR")]
+        server: Option<String>,
+        /// Ask over TCP (UDP replies with TC set are asked again over TCP anyway)
+        #[arg(long)]
+        tcp: bool,
+        /// Give up after this many milliseconds
+        #[arg(long, value_name = "MS", default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Ask the daemon for its domain's SOA and exit 0 on a NOERROR answer (for container
     /// healthchecks, which have no dig). Reads the same configuration as the daemon
     /// (--config, CONSUL_DNS_*, flags before the subcommand) for the address and the domain

@@ -30,6 +30,7 @@ pub mod dns;
 pub mod healthcheck;
 pub mod http;
 pub mod memory;
+pub mod query;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wire;

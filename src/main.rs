@@ -11,7 +11,7 @@ use consul_dns::backend::status::FailureReason;
 use consul_dns::cli::{Cli, Command};
 use consul_dns::dns::forward::host::Host;
 use consul_dns::telemetry::metrics::Backend;
-use consul_dns::{config, healthcheck, telemetry};
+use consul_dns::{config, healthcheck, query, telemetry};
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()
@@ -37,8 +37,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Healthcheck { addr, name, timeout_ms }) = &cli.command {
-        return health(&config, addr.as_deref(), name.as_deref(), Duration::from_millis(*timeout_ms));
+    match &cli.command {
+        Some(Command::Healthcheck { addr, name, timeout_ms }) => {
+            return health(&config, addr.as_deref(), name.as_deref(), Duration::from_millis(*timeout_ms));
+        }
+        Some(Command::Query { name, qtype, server, tcp, timeout_ms }) => {
+            return ask(&config, server.as_deref(), name, qtype, *tcp, Duration::from_millis(*timeout_ms));
+        }
+        None => {}
     }
     if cli.check_config {
         return check_config(&config);
@@ -66,14 +72,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// `healthcheck`: the daemon this configuration describes, unless told otherwise.
-fn health(config: &config::Config, addr: Option<&str>, name: Option<&str>, timeout: Duration) -> ExitCode {
-    let target = match addr {
+/// The daemon this configuration describes, unless `addr` says otherwise.
+fn target(config: &config::Config, addr: Option<&str>) -> Result<std::net::SocketAddr, healthcheck::HealthError> {
+    match addr {
         Some(text) => healthcheck::parse_addr(text),
         None => config.listen.first().copied().map(healthcheck::reachable).ok_or_else(|| {
             healthcheck::HealthError::Usage("the configuration has no listen address; give ADDR".into())
         }),
-    };
+    }
+}
+
+/// `query NAME [TYPE]`: the reply on stdout; exit 0 whenever a reply came, as dig.
+fn ask(
+    config: &config::Config,
+    server: Option<&str>,
+    name: &str,
+    qtype: &str,
+    tcp: bool,
+    timeout: Duration,
+) -> ExitCode {
+    let result = target(config, server)
+        .map_err(|e| query::QueryError::Usage(e.to_string()))
+        .and_then(|addr| Ok((addr, query::parse_type(qtype)?)))
+        .and_then(|(addr, qtype)| query::run(addr, name, qtype, tcp, timeout));
+    match result {
+        Ok(text) => {
+            say(text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consul-dns query: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `healthcheck`: the daemon this configuration describes, unless told otherwise.
+fn health(config: &config::Config, addr: Option<&str>, name: Option<&str>, timeout: Duration) -> ExitCode {
+    let target = target(config, addr);
     let name = name.unwrap_or(config.domain.text());
     match target.and_then(|addr| healthcheck::check(addr, name, timeout)) {
         Ok(summary) => {

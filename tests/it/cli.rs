@@ -153,3 +153,23 @@ fn version_names_the_commit_and_the_build_profile() {
     assert!(out.starts_with(&format!("consul-dns {} ({head}, ", env!("CARGO_PKG_VERSION"))), "{out}");
     assert!(out.contains("debug build") || out.contains("release build"), "{out}");
 }
+
+#[test]
+fn query_prints_the_reply_like_dig_and_falls_back_to_tcp() {
+    let d = Daemon::start(&crate::support::big_catalog("big", 20), &[]);
+    let server = d.addr.to_string();
+    let (code, out, err) = run_binary(&["--listen", &server, "query", "big.service.consul", "srv"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with(";; status: NOERROR; flags: aa rd; answer 20,"), "{out}");
+    assert!(out.contains("over TCP after a truncated UDP reply"), "every instance, as dig would: {out}");
+    assert_eq!(out.lines().filter(|l| l.contains(" IN SRV 1 1 ")).count(), 20, "{out}");
+    let (code, out, err) = run_binary(&["query", "--server", &server, "n3.node.consul"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("n3.node.consul. 5 IN A 127.1.0.4"), "{out}");
+    let (code, out, _) = run_binary(&["query", "--server", &server, "nothing.service.consul", "A"]);
+    assert_eq!(code, Some(0), "a reply is a reply, as with dig");
+    assert!(out.starts_with(";; status: NXDOMAIN;") && out.contains("IN SOA"), "{out}");
+    let (code, _, err) = run_binary(&["query", "--server", &server, "web.service.consul", "bogus"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown record type \"bogus\""), "{err}");
+}
