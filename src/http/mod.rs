@@ -126,7 +126,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, Infa
             json(StatusCode::OK, &Health { alive: true, uptime_seconds: state.started.elapsed().as_secs_f64() })
         }
         "/ready" => ready(&state),
-        "/v1/catalog" => json(StatusCode::OK, &catalog::CatalogView::of(&state.catalog.load())),
+        "/v1/catalog" => match catalog::Filter::parse(req.uri().query()) {
+            Ok(filter) => json(StatusCode::OK, &catalog::CatalogView::filtered(&state.catalog.load(), &filter)),
+            Err(error) => json(StatusCode::BAD_REQUEST, &Problem { error }),
+        },
         "/debug/pprof/profile" => cpu_profile(req.uri().query()).await,
         _ => json(StatusCode::NOT_FOUND, &Message { error: "not found" }),
     })
@@ -135,6 +138,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, Infa
 #[derive(Serialize)]
 struct Message {
     error: &'static str,
+}
+
+#[derive(Serialize)]
+struct Problem {
+    error: String,
 }
 
 #[derive(Serialize)]

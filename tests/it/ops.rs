@@ -159,6 +159,24 @@ fn sync_failures_are_exported_at_zero_before_the_first_failure() {
 }
 
 #[test]
+fn catalog_json_is_filtered_by_service_and_node() {
+    let d = Daemon::start(CATALOG, &[]);
+    let services = |path: &str| {
+        let reply = get(d.http(), path);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let json = reply.json();
+        json["datacenters"]["dc1"]["services"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>())
+    };
+    assert_eq!(services("/v1/catalog").map(|s| s.len()), Some(2));
+    assert_eq!(services("/v1/catalog?service=web"), Some(vec!["web".to_string()]));
+    assert_eq!(services("/v1/catalog?node=N1"), Some(vec!["web".to_string()]), "case-insensitive node");
+    assert_eq!(services("/v1/catalog?node=ghost"), None);
+    let bad = get(d.http(), "/v1/catalog?tag=v1");
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().is_some_and(|e| e.contains("service=")), "{}", bad.text());
+}
+
+#[test]
 fn health_ready_and_catalog_answer_json() {
     let d = Daemon::start(CATALOG, &[]);
     let health = get(d.http(), "/health");
