@@ -9,6 +9,7 @@ mod fake;
 mod forward;
 mod kong;
 mod ops;
+mod readme;
 mod reload;
 mod robustness;
 mod spec;
