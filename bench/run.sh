@@ -15,7 +15,9 @@
 #   --port P      first port; consul-dns listens on P, Knot on P+1 (25353)
 #   --bin PATH    the consul-dns binary (target/release/consul-dns)
 #   --data DIR    where the catalog is generated (/tmp/consul-dns-bench/<s>x<i>)
-# The last line of stdout is `ratio consul-dns/knot qps: R` (median over median, two decimals).
+# The last line of stdout is `ratio consul-dns/knot qps: R` (median over median, two decimals);
+# the line before it, `ratio knot/consul-dns cpu-per-query: R`, compares server CPU time per
+# answered query (above 1: consul-dns spends less), which drifts less on a busy machine.
 # Exit 0, or 2 when a tool is missing, a port is busy or a server answers wrongly.
 set -euo pipefail
 
@@ -115,7 +117,7 @@ start_server() { # start_server NAME PORT
   case $name in
     consul-dns)
       taskset -c "$server_cpu" "$bin" --static "$data/catalog.json" --listen "127.0.0.1:$p" \
-        --udp-workers 1 --http off --recursor none --log-level warn 2>"$data/consul-dns.log" &
+        --udp-workers 1 --http off --recursor none --log-level warn >"$data/consul-dns.log" 2>&1 &
       ;;
     knot)
       mkdir -p "$data/knot"
@@ -133,7 +135,7 @@ zone:
     file: "$data/consul.zone"
     journal-content: none
 EOF
-      taskset -c "$server_cpu" knotd -c "$data/knot/knot.conf" 2>"$data/knot.log" &
+      taskset -c "$server_cpu" knotd -c "$data/knot/knot.conf" >"$data/knot.log" 2>&1 &
       ;;
   esac
   pid=$!
@@ -186,6 +188,9 @@ for name in consul-dns knot; do
   printf '%-10s median %8s qps  %6s us CPU/query\n' "$name" \
     "$(tr ' ' '\n' <<<"${qps_of[$name]}" | grep . | median)" "$(tr ' ' '\n' <<<"${cpu_of[$name]}" | grep . | median)"
 done
+cpu_ours=$(tr ' ' '\n' <<<"${cpu_of[consul-dns]}" | grep . | median)
+cpu_theirs=$(tr ' ' '\n' <<<"${cpu_of[knot]}" | grep . | median)
+awk -v a="$cpu_theirs" -v b="$cpu_ours" 'BEGIN { printf "ratio knot/consul-dns cpu-per-query: %.2f\n", a / b }'
 ours=$(tr ' ' '\n' <<<"${qps_of[consul-dns]}" | grep . | median)
 theirs=$(tr ' ' '\n' <<<"${qps_of[knot]}" | grep . | median)
 awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "ratio consul-dns/knot qps: %.2f\n", a / b }'

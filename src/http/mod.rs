@@ -131,6 +131,7 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, Infa
             Err(error) => json(StatusCode::BAD_REQUEST, &Problem { error }),
         },
         "/debug/pprof/profile" => cpu_profile(req.uri().query()).await,
+        "/debug/pprof" | "/debug/pprof/" => reply(StatusCode::OK, "text/html; charset=utf-8", profile::INDEX.into()),
         _ => json(StatusCode::NOT_FOUND, &Message { error: "not found" }),
     })
 }

@@ -8,6 +8,17 @@
 
 use std::time::Duration;
 
+/// `/debug/pprof/`: what can be fetched here, as Go's `net/http/pprof` index lists it.
+pub const INDEX: &str = "<!DOCTYPE html>
+<html><head><title>consul-dns /debug/pprof/</title></head><body>
+<h1>/debug/pprof/</h1>
+<p>Profiles in pprof's format, for <code>go tool pprof http://HOST:PORT/debug/pprof/profile</code>.</p>
+<table>
+<tr><td><a href=\"/debug/pprof/profile?seconds=30\">profile</a></td><td>CPU profile of every thread, sampled at 99 Hz for <code>seconds</code> (default 30, at most 300); one at a time</td></tr>
+</table>
+</body></html>
+";
+
 /// Default and largest duration, in seconds (Go: 30 and the server's write timeout).
 pub const DEFAULT_SECONDS: u64 = 30;
 /// The longest profile served.

@@ -199,6 +199,16 @@ fn health_ready_and_catalog_answer_json() {
 }
 
 #[test]
+fn pprof_index_lists_what_can_be_fetched() {
+    let d = Daemon::start(CATALOG, &[]);
+    for path in ["/debug/pprof/", "/debug/pprof"] {
+        let index = get(d.http(), path);
+        assert_eq!((index.status, index.content_type.as_str()), (200, "text/html; charset=utf-8"), "{path}");
+        assert!(index.text().contains("href=\"/debug/pprof/profile?seconds=30\""), "{}", index.text());
+    }
+}
+
+#[test]
 fn cpu_profile_is_read_by_go_tool_pprof() {
     let d = Daemon::start(CATALOG, &[]);
     let url = format!("http://{}/debug/pprof/profile?seconds=2", d.http());
