@@ -162,6 +162,13 @@ fn check_config(config: &config::Config) -> ExitCode {
 
 #[global_allocator]
 static GLOBAL: consul_dns::memory::Allocator = consul_dns::memory::Allocator {};
+
+/// jemalloc's options, read at its start: profiling on, one sample per 2^19 bytes (512 KiB)
+/// allocated on average, so the cost is paid by large allocations, not per query.
+#[cfg(feature = "heap-profile")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "malloc_conf")]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 /// One line on where names outside the domain go, as the daemon would set it up here.
 fn recursion_summary(config: &config::Config) -> String {
     let (host, problems) = Host::probe(config.resolv_conf());

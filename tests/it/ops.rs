@@ -198,6 +198,32 @@ fn health_ready_and_catalog_answer_json() {
     assert_eq!(get(d.http(), "/debug/pprof/profile?seconds=0").status, 400);
 }
 
+/// With the `heap-profile` feature, `go tool pprof` reads the heap; without it the endpoint
+/// says how to get one (scripts/test runs this test both ways).
+#[test]
+fn heap_profile_is_read_by_go_tool_pprof_or_says_how_to_get_one() {
+    let d = Daemon::start(&crate::support::big_catalog("big", 3000), &[]);
+    let url = format!("http://{}/debug/pprof/heap", d.http());
+    if !cfg!(feature = "heap-profile") {
+        let reply = get(d.http(), "/debug/pprof/heap");
+        assert_eq!(reply.status, 501, "{}", reply.text());
+        assert!(reply.text().contains("--features heap-profile"), "{}", reply.text());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=inuse_space", &url])
+        .env("PPROF_TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .env("GOCACHE", tmp.path().join("gocache"))
+        .output()
+        .expect("go is installed (apt-get install golang-go; scripts/test does this)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "go tool pprof failed:\n{stderr}\n{stdout}");
+    assert!(stdout.contains("inuse_space"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("consul_dns::"), "the catalog's allocations, symbolized: {stdout}");
+}
+
 #[test]
 fn pprof_index_lists_what_can_be_fetched() {
     let d = Daemon::start(CATALOG, &[]);

@@ -74,6 +74,16 @@ const COMMANDS: &[(&str, &str, Check)] = &[
         NotHere("opens a web UI; the profile it reads is checked by cpu_profile_is_read_by_go_tool_pprof"),
     ),
     ("README.md", "bench/run.sh", NotHere(BENCH)),
+    (
+        "README.md",
+        "cargo build --release --features heap-profile",
+        Test("heap_profile_is_read_by_go_tool_pprof_or_says_how_to_get_one"),
+    ),
+    (
+        "README.md",
+        "go tool pprof -top http://127.0.0.1:9153/debug/pprof/heap",
+        Test("heap_profile_is_read_by_go_tool_pprof_or_says_how_to_get_one"),
+    ),
     ("README.md", "cargo bench --bench hot_path", NotHere("minutes of CPU; --all-targets builds the benches in CI")),
     ("README.md", "cargo clippy --all-targets -- -D warnings", Ci),
     ("README.md", "cargo doc --open", NotHere("opens a browser")),
