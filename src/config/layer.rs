@@ -177,6 +177,15 @@ pub struct Layer {
     /// Oldest on-disk catalog still served at start-up, e.g. 1h [default: no limit]
     #[arg(long, value_name = "DURATION")]
     pub max_stale: Option<Secs>,
+
+    /// This daemon's name as the apex NS when the catalog has no `consul` service, e.g.
+    /// ns.consul. (with --ns-address)
+    #[arg(long, value_name = "NAME")]
+    pub ns_name: Option<DomainName>,
+
+    /// The address --ns-name answers with
+    #[arg(long, value_name = "IP")]
+    pub ns_address: Option<std::net::IpAddr>,
 }
 
 /// Every key, as written in TOML; the environment variable is `CONSUL_DNS_` + upper case.
@@ -216,6 +225,8 @@ pub const KEYS: &[&str] = &[
     "translate_wan_addrs",
     "state_dir",
     "max_stale",
+    "ns_name",
+    "ns_address",
 ];
 
 fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
@@ -294,6 +305,8 @@ impl Layer {
             "state_dir" => self.state_dir = Some(PathBuf::from(value)),
             "max_stale" => self.max_stale = Some(parse(value)?),
             "source" => self.source = Some(parse(value)?),
+            "ns_name" => self.ns_name = Some(parse(value)?),
+            "ns_address" => self.ns_address = Some(parse(value)?),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -345,6 +358,8 @@ impl Layer {
             translate_wan_addrs: top.translate_wan_addrs.or(self.translate_wan_addrs),
             state_dir: top.state_dir.or(self.state_dir),
             max_stale: top.max_stale.or(self.max_stale),
+            ns_name: top.ns_name.or(self.ns_name),
+            ns_address: top.ns_address.or(self.ns_address),
         }
     }
 }

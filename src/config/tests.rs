@@ -147,6 +147,8 @@ fn every_key_is_settable_from_env_and_file() {
         ("translate_wan_addrs", ("true", "true")),
         ("state_dir", ("/var/lib/consul-dns", "\"/var/lib/consul-dns\"")),
         ("max_stale", ("1h", "\"1h\"")),
+        ("ns_name", ("ns.consul.", "\"ns.consul.\"")),
+        ("ns_address", ("127.0.0.1", "\"127.0.0.1\"")),
     ]
     .into();
     assert_eq!(samples.len(), KEYS.len());
@@ -290,7 +292,7 @@ fn shipped_config_examples_parse_when_uncommented() {
 
 #[test]
 fn consul_backend_from_flags_our_env_and_consuls_env() {
-    let err = resolve(Layer::default()).unwrap_err().to_string();
+    let err = resolve(Layer::default()).unwrap().sources.require_catalog().unwrap_err().to_string();
     assert!(err.contains("--static FILE") && err.contains("--static builtin"), "no silent demo catalog: {err}");
     let token_file = write("from-file\n");
     let path = token_file.path().display().to_string();
