@@ -91,6 +91,16 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
         None => {}
     }
 
+    // Before anything listens: the publisher exports the source's metrics from the start.
+    let (options_tx, options_rx) = watch::channel(options);
+    let static_catalog = config.sources.static_catalog.clone().unwrap_or(config::CatalogSource::Embedded);
+    let (catalog_file, catalog_rx) = watch::channel(static_catalog);
+    let state_dir = config.sources.live.as_ref().and(config.state_dir.clone());
+    let mut publisher = Publisher::new(backend, Arc::clone(&catalog), options_rx, state_dir, seed.restored);
+    if let Some(dc) = &seed.datacenter {
+        publisher.set_datacenter(dc);
+    }
+
     let shared = Shared {
         catalog: Arc::clone(&catalog),
         settings: Arc::new(ArcSwap::from_pointee(dns_settings(&config, None))),
@@ -112,14 +122,6 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
         let state = http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age, started };
         http::serve(listener, Arc::new(state), cancel.clone())
     });
-    let (options_tx, options_rx) = watch::channel(options);
-    let static_catalog = config.sources.static_catalog.clone().unwrap_or(config::CatalogSource::Embedded);
-    let (catalog_file, catalog_rx) = watch::channel(static_catalog);
-    let state_dir = config.sources.live.as_ref().and(config.state_dir.clone());
-    let mut publisher = Publisher::new(backend, Arc::clone(&catalog), options_rx, state_dir, seed.restored);
-    if let Some(dc) = &seed.datacenter {
-        publisher.set_datacenter(dc);
-    }
     let source = Source::new(&config.sources, catalog_rx, seed.version);
     let source_task = backend::start(source, publisher, cancel.clone());
     Ok(Daemon {

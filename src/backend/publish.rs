@@ -122,6 +122,8 @@ impl Publisher {
             Some(restored) => (Mirror::seeded(restored.data), Some(restored.datacenter)),
             None => (Mirror::default(), None),
         };
+        // Every reason is exported at 0 from the start: a dashboard shows "none yet", not "no data".
+        telemetry::sync_failure_reasons(backend, &Failure::ALL.map(Failure::label));
         let now = Instant::now();
         let persistence =
             state_dir.map(|dir| Persistence { dir, due: None, last_write: None, last_confirm: now, writing: None });

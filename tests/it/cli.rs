@@ -136,7 +136,10 @@ fn a_taken_port_is_reported_once_with_what_to_do() {
 
 #[test]
 fn healthcheck_reads_the_daemons_configuration_and_counts_nxdomain_as_unhealthy() {
-    let d = Daemon::start("", &["--domain", "example."]);
+    let d = Daemon::start(
+        "[[services]]\nname = \"web\"\nid = \"web-1\"\naddress = \"127.0.0.9\"\nport = 80\n",
+        &["--domain", "example."],
+    );
     let config = d.dir.path().join("healthcheck.toml");
     std::fs::write(&config, format!("listen = [\"{}\"]\ndomain = \"example.\"\n", d.addr)).unwrap();
     let config = config.to_str().unwrap();

@@ -28,11 +28,19 @@ use Check::*;
 
 const NO_CONSUL: &str = "needs a Consul binary; the fake Consul stands in (tests/it/consul.rs)";
 const NO_DOCKER: &str = "no Docker engine here; tests/it/deploy.rs checks the files and runs the stack's command";
+const SYSTEMD: &str = "installs into the machine's own systemd; tests/it/deploy_files.rs verifies the unit";
+const REHEARSAL: &str = "stack_on_its_real_addresses_serves_kong_and_refuses_strangers";
+const KONG_CONFIG: &str = "kong_config_creates_the_seed_services_and_routes_and_stops_on_errors";
+const KUBERNETES: &str = "kubernetes_deployment_arguments_and_catalog_serve_and_probe";
 const BENCH: &str = "minutes of CPU and root for the cgroup; run by hand (bench/README.md)";
 
 /// (document, command as written, check).
 const COMMANDS: &[(&str, &str, Check)] = &[
-    ("README.md", "cargo run --release", Test("check_config_accepts_the_shipped_files")),
+    (
+        "README.md",
+        "cargo run --release -- --static builtin",
+        Test("no_catalog_refuses_to_start_and_the_example_is_served_only_when_asked"),
+    ),
     ("README.md", "scripts/test", Ci),
     ("README.md", "dig @127.0.0.1 -p 8600 user.service.consul SRV", Run),
     (
@@ -89,7 +97,9 @@ const COMMANDS: &[(&str, &str, Check)] = &[
     ("README.md", "cargo doc --open", NotHere("opens a browser")),
     ("README.md", "cargo fmt --check", Ci),
     ("README.md", "cargo test --all-targets", Ci),
-    ("README.md", "consul-dns --check-config", Run),
+    ("README.md", "consul-dns --check-config --static config/services.toml", Run),
+    ("README.md", "docker-compose up -d --build", NotHere(NO_DOCKER)),
+    ("README.md", "docker-compose ps", NotHere(NO_DOCKER)),
     ("README.md", "consul-dns --version", Run),
     (
         "README.md",
@@ -101,6 +111,56 @@ const COMMANDS: &[(&str, &str, Check)] = &[
         "consul-dns query NAME [TYPE] [--server ADDR] [--tcp]",
         Test("query_prints_the_reply_like_dig_and_falls_back_to_tcp"),
     ),
+    // The whole stack (README "Run the whole stack", deploy/README.md): what runs in containers
+    // cannot run here; its network and lookups are rehearsed by tests/it/rehearsal.rs.
+    ("README.md", "dig @127.0.0.1 -p 8600 ac28000b.addr.dc1.consul A", Test(REHEARSAL)),
+    ("README.md", "dig @172.40.0.9 -p 8600 user.service.consul SRV", Test(REHEARSAL)),
+    ("README.md", "curl -s http://127.0.0.1:8001/services | python3 -m json.tool | grep '\"host\"'", Test(KONG_CONFIG)),
+    (
+        "README.md",
+        "curl -s http://127.0.0.1:8001/routes   | python3 -m json.tool | grep -A1 '\"paths\"'",
+        Test(KONG_CONFIG),
+    ),
+    ("README.md", "curl http://127.0.0.1:8000/user/hello", Test(REHEARSAL)),
+    ("README.md", "curl http://127.0.0.1:8000/order/hello", Test(REHEARSAL)),
+    ("README.md", "docker-compose stop user-1", NotHere(NO_DOCKER)),
+    ("README.md", "dig @<docker host> -p 8600 example.com", Test(REHEARSAL)),
+    ("README.md", "docker-compose --profile canal up -d", NotHere(NO_DOCKER)),
+    ("README.md", "cargo test --test it rehearsal:: -- --nocapture", Test(REHEARSAL)),
+    ("deploy/README.md", "cargo build --release --locked", Ci),
+    ("deploy/README.md", "docker-compose --profile canal up -d --build", NotHere(NO_DOCKER)),
+    (
+        "deploy/README.md",
+        "consul-dns healthcheck",
+        Test("healthcheck_reads_the_daemons_configuration_and_counts_nxdomain_as_unhealthy"),
+    ),
+    ("deploy/README.md", "scripts/test", Ci),
+    ("deploy/README.md", "cargo test --test it rehearsal:: -- --nocapture", Test(REHEARSAL)),
+    ("deploy/README.md", "dig +noedns", Test(REHEARSAL)),
+    (
+        "deploy/README.md",
+        "cd examples && go run ./user",
+        Test("user_replica_registers_with_a_check_and_leaves_on_sigterm"),
+    ),
+    (
+        "deploy/README.md",
+        "docker build -f examples/user/Dockerfile -t consul-dns-example-user examples",
+        NotHere(NO_DOCKER),
+    ),
+    ("deploy/README.md", "go vet", Test("go_examples_are_gofmt_clean_and_pass_vet_and_test")),
+    ("deploy/README.md", "go test", Test("go_examples_are_gofmt_clean_and_pass_vet_and_test")),
+    ("deploy/README.md", "install -m 0755 target/release/consul-dns /usr/local/bin/consul-dns", NotHere(SYSTEMD)),
+    (
+        "deploy/README.md",
+        "install -D -m 0644 deploy/systemd/consul-dns.toml /etc/consul-dns/consul-dns.toml",
+        NotHere(SYSTEMD),
+    ),
+    ("deploy/README.md", "install -m 0644 deploy/systemd/consul-dns.service /etc/systemd/system/", NotHere(SYSTEMD)),
+    ("deploy/README.md", "systemctl daemon-reload && systemctl enable --now consul-dns", NotHere(SYSTEMD)),
+    ("deploy/README.md", "systemctl reload consul-dns", NotHere(SYSTEMD)),
+    ("deploy/README.md", "consul-dns --check-config", Test("check_config_accepts_the_shipped_files")),
+    ("deploy/README.md", "kubectl apply -f deploy/kubernetes/consul-dns.yaml", Test(KUBERNETES)),
+    ("deploy/README.md", "kubectl edit configmap consul-dns", Test(KUBERNETES)),
     ("deploy/README.md", "docker build -t consul-dns .", NotHere(NO_DOCKER)),
     (
         "deploy/README.md",
@@ -113,22 +173,6 @@ const COMMANDS: &[(&str, &str, Check)] = &[
         Test("dockerfile_command_is_a_valid_configuration"),
     ),
     ("deploy/README.md", "docker-compose up -d --build", NotHere(NO_DOCKER)),
-    (
-        "deploy/README.md",
-        "curl -X PUT localhost:8500/v1/agent/service/register -d '{\"Name\":\"user\",\"ID\":\"user-1\",\"Address\":\"172.40.0.50\",\"Port\":8001}'",
-        NotHere(NO_DOCKER),
-    ),
-    (
-        "deploy/README.md",
-        "dig @127.0.0.1 -p 8600 user.service.consul SRV",
-        Test("stack_consul_dns_command_serves_kong_on_loopback"),
-    ),
-    (
-        "deploy/README.md",
-        "curl -X POST localhost:8001/services -d name=user -d host=user.service.consul",
-        NotHere(NO_DOCKER),
-    ),
-    ("deploy/README.md", "curl -X POST localhost:8001/services/user/routes -d paths[]=/user", NotHere(NO_DOCKER)),
     (
         "deploy/README.md",
         "consul-dns healthcheck 127.0.0.1:8600",
