@@ -29,6 +29,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Db(args)) = &cli.command {
+        return db(&cli, args);
+    }
     let config = match config::load(cli.config.as_deref(), cli.settings.clone(), &env) {
         Ok(config) => config,
         Err(e) => {
@@ -56,6 +59,48 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "Fatal error.");
             eprintln!("consul-dns: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `consul-dns db ...`: the same configuration as the daemon (file, environment, flags before
+/// and after `db`), then one command on its database or etcd.
+fn db(cli: &Cli, args: &consul_dns::cli::DbArgs) -> ExitCode {
+    use consul_dns::backend::registry::command::{self, Target};
+    let flags = cli.settings.clone().overlay(args.layer());
+    let config = match config::load(cli.config.as_deref(), flags, &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("consul-dns db: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = match (config.database, config.etcd) {
+        (Some(database), _) => Target::Sql(database),
+        (None, Some(etcd)) => Target::Etcd(etcd),
+        (None, None) => {
+            eprintln!(
+                "consul-dns db: no catalog store given: use --database-url URL or --etcd URL \
+                 (or CONSUL_DNS_DATABASE_URL / CONSUL_DNS_ETCD)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("consul-dns db: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command::execute(&args.action, &target)) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consul-dns db: {e}");
             ExitCode::FAILURE
         }
     }

@@ -8,5 +8,8 @@
 pub mod backoff;
 pub mod catalog_file;
 pub mod consul;
+pub mod etcd;
 pub mod file;
+pub mod registry;
+pub mod sql;
 pub mod status;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
+use super::database::{DatabaseUrl, EtcdEndpoint};
 use super::value::{Bounded, ConsulAddr, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl};
 use crate::dns::acl::Cidr;
 use crate::dns::forward::Strategy;
@@ -174,6 +175,24 @@ pub struct Layer {
     /// Oldest on-disk catalog still served at start-up, e.g. 1h [default: no limit]
     #[arg(long, value_name = "DURATION")]
     pub max_stale: Option<Secs>,
+
+    /// SQL database holding the catalog, instead of the static catalog: sqlite://PATH,
+    /// mysql://USER:PASS@HOST:PORT/DB or postgres://USER:PASS@HOST:PORT/DB (password never
+    /// logged) [default: none]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// How often the database's change counter is checked, e.g. 1s or 200ms [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub db_poll_interval: Option<Millis>,
+
+    /// etcd endpoint holding the catalog, http://host:port, repeatable [default: none]
+    #[arg(long, value_name = "URL")]
+    pub etcd: Option<Vec<EtcdEndpoint>>,
+
+    /// Key prefix of the catalog in etcd [default: /consul-dns/]
+    #[arg(long, value_name = "PREFIX")]
+    pub etcd_prefix: Option<String>,
 }
 
 /// Every key, as written in TOML; the environment variable is `CONSUL_DNS_` + upper case.
@@ -212,6 +231,10 @@ pub const KEYS: &[&str] = &[
     "translate_wan_addrs",
     "state_dir",
     "max_stale",
+    "database_url",
+    "db_poll_interval",
+    "etcd",
+    "etcd_prefix",
 ];
 
 fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
@@ -289,6 +312,10 @@ impl Layer {
             "translate_wan_addrs" => self.translate_wan_addrs = Some(parse_bool(value)?),
             "state_dir" => self.state_dir = Some(PathBuf::from(value)),
             "max_stale" => self.max_stale = Some(parse(value)?),
+            "database_url" => self.database_url = Some(parse(value)?),
+            "db_poll_interval" => self.db_poll_interval = Some(parse(value)?),
+            "etcd" => self.etcd = Some(parse_list(value)?),
+            "etcd_prefix" => self.etcd_prefix = Some(value.to_owned()),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -339,6 +366,10 @@ impl Layer {
             translate_wan_addrs: top.translate_wan_addrs.or(self.translate_wan_addrs),
             state_dir: top.state_dir.or(self.state_dir),
             max_stale: top.max_stale.or(self.max_stale),
+            database_url: top.database_url.or(self.database_url),
+            db_poll_interval: top.db_poll_interval.or(self.db_poll_interval),
+            etcd: top.etcd.or(self.etcd),
+            etcd_prefix: top.etcd_prefix.or(self.etcd_prefix),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (`CONSUL_DNS_<KEY>`) < flags. Unknown keys and bad values are errors that name the file,
 //! line and key (or the variable, or the flag); nothing is silently ignored.
 
+pub mod database;
 pub mod layer;
 pub mod value;
 
@@ -219,6 +220,10 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Oldest on-disk catalog served at start-up; `None` = no limit.
     pub max_stale: Option<Duration>,
+    /// The SQL source, when `database_url` selects it.
+    pub database: Option<database::DatabaseSettings>,
+    /// The etcd source, when `etcd` selects it.
+    pub etcd: Option<database::EtcdSettings>,
 }
 
 /// Loads the configuration. `config_file` is `--config`; `env` looks up environment
@@ -256,6 +261,13 @@ pub fn resolve_with(
     exists: &dyn Fn(&Path) -> bool,
 ) -> Result<Config, ConfigError> {
     let consul = consul_settings(&layer, consul_env)?;
+    let (database, etcd) = store_settings(&layer)?;
+    if [consul.is_some(), database.is_some(), etcd.is_some()].iter().filter(|live| **live).count() > 1 {
+        return Err(ConfigError::Invalid {
+            key: "database_url",
+            message: "at most one live source can be given: consul, database_url or etcd".into(),
+        });
+    }
     let domain = layer.domain.unwrap_or_else(|| DomainName::new("consul.").expect("a valid literal"));
     if layer.alt_domain.as_ref() == Some(&domain) {
         return Err(ConfigError::Invalid { key: "alt_domain", message: "must differ from domain".into() });
@@ -322,14 +334,39 @@ pub fn resolve_with(
         static_given,
         state_dir: layer.state_dir,
         max_stale: layer.max_stale.map(|s| Duration::from_secs(s.0.into())),
+        database,
+        etcd,
     })
+}
+
+/// The database and etcd sources' settings, each `None` unless its key is given.
+fn store_settings(
+    layer: &Layer,
+) -> Result<(Option<database::DatabaseSettings>, Option<database::EtcdSettings>), ConfigError> {
+    let poll_interval = layer.db_poll_interval.map_or(database::DEFAULT_DB_POLL_INTERVAL, |d| d.0);
+    if poll_interval.is_zero() {
+        return Err(ConfigError::Invalid { key: "db_poll_interval", message: "must be above 0".into() });
+    }
+    let database = layer.database_url.clone().map(|url| database::DatabaseSettings { url, poll_interval });
+    let prefix = database::etcd_prefix(layer.etcd_prefix.as_deref().unwrap_or(database::DEFAULT_ETCD_PREFIX))
+        .map_err(|message| ConfigError::Invalid { key: "etcd_prefix", message })?;
+    let etcd = match &layer.etcd {
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::Invalid { key: "etcd", message: "needs at least one endpoint".into() });
+        }
+        Some(list) => Some(database::EtcdSettings { endpoints: list.iter().map(|e| e.0.clone()).collect(), prefix }),
+        None => None,
+    };
+    Ok((database, etcd))
 }
 
 /// The Consul backend's settings: our keys first, then Consul's environment variables. `None`
 /// when neither `consul` nor (without `static`) `CONSUL_HTTP_ADDR` selects it.
 fn consul_settings(layer: &Layer, env: &ConsulEnv) -> Result<Option<crate::backend::consul::Settings>, ConfigError> {
     let from_env = || {
-        let addr = env.addr.as_deref().filter(|_| layer.static_catalog.is_none())?;
+        // A database or etcd source given explicitly is not overridden by Consul's variable.
+        let explicit = layer.static_catalog.is_some() || layer.database_url.is_some() || layer.etcd.is_some();
+        let addr = env.addr.as_deref().filter(|_| !explicit)?;
         Some(
             addr.parse::<value::ConsulAddr>()
                 .map_err(|message| ConfigError::Env { var: "CONSUL_HTTP_ADDR".into(), message }),

@@ -135,6 +135,10 @@ fn every_key_is_settable_from_env_and_file() {
         ("translate_wan_addrs", ("true", "true")),
         ("state_dir", ("/var/lib/consul-dns", "\"/var/lib/consul-dns\"")),
         ("max_stale", ("1h", "\"1h\"")),
+        ("database_url", ("sqlite:///tmp/c.db", "\"sqlite:///tmp/c.db\"")),
+        ("db_poll_interval", ("200ms", "\"200ms\"")),
+        ("etcd", ("127.0.0.1:2379,127.0.0.2:2379", "[\"127.0.0.1:2379\", \"127.0.0.2:2379\"]")),
+        ("etcd_prefix", ("/dns/", "\"/dns/\"")),
     ]
     .into();
     assert_eq!(samples.len(), KEYS.len());
@@ -258,7 +262,9 @@ fn shipped_config_examples_parse_when_uncommented() {
         .lines()
         .map(|l| match l.strip_prefix("# ") {
             Some(rest)
-                if KEYS.iter().any(|k| rest.starts_with(&format!("{k} ="))) && !rest.starts_with("service_ttl") =>
+                // database_url and etcd are live sources like consul: one of the three at most.
+                if KEYS.iter().any(|k| rest.starts_with(&format!("{k} =")))
+                    && !["service_ttl", "database_url", "etcd ="].iter().any(|k| rest.starts_with(k)) =>
             {
                 rest
             }
@@ -328,4 +334,28 @@ fn consul_backend_from_flags_our_env_and_consuls_env() {
     assert!(load(None, long, &no_env).unwrap_err().to_string().contains("consul_wait"));
     let unix = |k: &str| (k == "CONSUL_HTTP_ADDR").then(|| "unix:///run/consul.sock".to_owned());
     assert!(load(None, Layer::default(), &unix).unwrap_err().to_string().contains("unix"));
+}
+
+#[test]
+fn database_and_etcd_sources_resolve_and_exclude_each_other() {
+    let url: database::DatabaseUrl = "mysql://dns:s3cr3t@127.0.0.1:3306/consul_dns".parse().unwrap();
+    let layer = Layer { database_url: Some(url.clone()), ..Layer::default() };
+    let config = resolve(layer.clone(), &|_| false).unwrap();
+    let settings = config.database.clone().unwrap();
+    assert_eq!((settings.url, settings.poll_interval), (url.clone(), database::DEFAULT_DB_POLL_INTERVAL));
+    assert!(!format!("{config:?}").contains("s3cr3t"), "the password stays out of Debug");
+    let etcd = Layer { etcd: Some(vec!["127.0.0.1:2379".parse().unwrap()]), ..Layer::default() };
+    let config = resolve(etcd.clone(), &|_| false).unwrap();
+    let settings = config.etcd.unwrap();
+    assert_eq!(
+        (settings.endpoints, settings.prefix),
+        (vec!["http://127.0.0.1:2379".to_owned()], "/consul-dns/".into())
+    );
+    let both = Layer { etcd: etcd.etcd.clone(), ..layer.clone() };
+    let error = resolve(both, &|_| false).unwrap_err().to_string();
+    assert!(error.contains("one live source"), "{error}");
+    let with_consul = Layer { consul: Some("127.0.0.1:8500".parse().unwrap()), ..layer };
+    assert!(resolve(with_consul, &|_| false).unwrap_err().to_string().contains("one live source"));
+    let zero = Layer { db_poll_interval: Some(value::Millis(Duration::ZERO)), ..Layer::default() };
+    assert!(resolve(zero, &|_| false).unwrap_err().to_string().contains("db_poll_interval"));
 }
