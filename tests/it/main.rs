@@ -3,6 +3,7 @@
 
 mod cli;
 mod consul;
+mod db;
 mod deploy;
 mod fake;
 mod forward;

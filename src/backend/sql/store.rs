@@ -251,8 +251,17 @@ fn now_ms() -> i64 {
 }
 
 fn text(row: &AnyRow, column: &str, id: &str) -> Result<Option<String>, BadRow> {
-    row.try_get::<Option<String>, _>(column)
-        .map_err(|e| BadRow { id: id.to_owned(), reason: format!("column {column} is not text: {e}") })
+    let bad =
+        |e: &dyn std::fmt::Display| BadRow { id: id.to_owned(), reason: format!("column {column} is not text: {e}") };
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(value) => Ok(value),
+        // MySQL reports TEXT columns to the Any driver as BLOB: take the bytes as UTF-8.
+        Err(error) => match row.try_get::<Option<Vec<u8>>, _>(column) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).map(Some).map_err(|e| bad(&e)),
+            Ok(None) => Ok(None),
+            Err(_) => Err(bad(&error)),
+        },
+    }
 }
 
 fn integer(row: &AnyRow, column: &str, id: &str) -> Result<i64, BadRow> {

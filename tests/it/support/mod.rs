@@ -5,6 +5,7 @@ pub mod client;
 pub mod daemon;
 pub mod fake_consul;
 pub mod http;
+pub mod stores;
 pub mod upstream;
 
 pub use client::{query_tcp, query_udp, query_udp_raw};
