@@ -39,6 +39,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(store) = config
+        .database
+        .as_ref()
+        .map(|d| d.url.to_string())
+        .or_else(|| config.etcd.as_ref().map(|e| e.endpoints.join(", ")))
+    {
+        // The stores are reached by `consul-dns db` today; the daemon's source for them comes
+        // with the source seam. Refuse instead of silently serving the static catalog.
+        eprintln!(
+            "consul-dns: {store}: the daemon cannot serve from a database or etcd yet; only `consul-dns db` uses it"
+        );
+        return ExitCode::from(2);
+    }
     if cli.check_config {
         return check_config(&config);
     }

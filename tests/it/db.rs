@@ -177,6 +177,7 @@ fn assert_password_never_shown(url: &str) {
     let shown = text(&output);
     assert!(!shown.contains("wrong-pw-1234"), "{shown}");
     let check = consul_dns(&["--database-url", url, "--check-config", "--static", "config/services.toml"], &[]);
+    assert!(!check.status.success() && text(&check).contains("cannot serve from a database"), "{}", text(&check));
     assert!(!text(&check).contains("wrong-pw-1234"), "{}", text(&check));
 }
 
