@@ -18,7 +18,7 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/consul-dns consul-dns \
     && chown consul-dns /var/lib/consul-dns
 COPY --from=build /src/target/release/consul-dns /usr/local/bin/consul-dns
 COPY config/services.toml /etc/consul-dns/services.toml
-USER consul-dns
+USER 10001
 WORKDIR /var/lib/consul-dns
 EXPOSE 8600/udp 8600/tcp 9153/tcp
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

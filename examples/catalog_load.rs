@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
-use consul_dns::backend::catalog_file;
+use consul_dns::backend::file::format as catalog_file;
 use consul_dns::catalog::{BuildOptions, Snapshot};
 
 struct Counting;

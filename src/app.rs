@@ -1,19 +1,22 @@
-//! Wiring: build the first snapshot, bind the sockets, start the DNS workers, the HTTP
-//! listener and the backend, then react to signals (SIGHUP reloads, SIGTERM/SIGINT stop:
-//! readiness fails at once, TCP connections drain within `server::TCP_DRAIN`, then the
-//! backend and the HTTP listener stop).
+//! Wiring: seed the catalog, bind the sockets, start the DNS workers, the HTTP listener and
+//! the catalog source, then follow the control events (reload re-reads the configuration;
+//! stop: readiness fails at once, TCP connections drain within `server::TCP_DRAIN`, then the
+//! source and the HTTP listener stop). The process's signals are not installed here: `main`
+//! turns them into control events, and a test can run the daemon in process with its own.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::backend::{consul, file};
+use crate::backend::publish::Publisher;
+use crate::backend::{self, Source, seed};
 use crate::catalog::Catalog;
 use crate::config::{self, Config, Layer};
 use crate::dns::Settings;
@@ -21,13 +24,13 @@ use crate::dns::forward::Forwarder;
 use crate::dns::forward::host::Host;
 use crate::dns::server::{self, Shared};
 use crate::http;
-use crate::shutdown::{Event, Signals};
-use crate::telemetry::{self, Backend};
+use crate::shutdown::Event;
+use crate::telemetry;
 
 /// Looks up an environment variable (the binary passes `std::env::var`, tests a map).
 pub type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
 
-/// What SIGHUP re-reads: the config file and environment, under the same flags.
+/// What a reload re-reads: the config file and environment, under the same flags.
 pub struct Reloader {
     /// `--config`.
     pub config_file: Option<PathBuf>,
@@ -43,101 +46,139 @@ impl Reloader {
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT.
-pub async fn run(config: Config, reloader: Reloader) -> anyhow::Result<()> {
-    // Before anything can announce readiness: a SIGTERM that arrives during start-up must be
-    // handled, not take the default action.
-    let mut signals = Signals::install()?;
+/// A started daemon: answering DNS, its source running, waiting for control events.
+pub struct Daemon {
+    /// The DNS addresses bound (UDP and TCP on each).
+    pub dns: Vec<SocketAddr>,
+    /// The HTTP listener's address, if it is on.
+    pub http: Option<SocketAddr>,
+    config: Config,
+    reloader: Reloader,
+    shared: Shared,
+    running: server::Running,
+    http_task: Option<tokio::task::JoinHandle<()>>,
+    source_task: tokio::task::JoinHandle<()>,
+    catalog_file: watch::Sender<config::CatalogSource>,
+    options: watch::Sender<Arc<crate::catalog::BuildOptions>>,
+    cancel: CancellationToken,
+}
+
+/// Runs the daemon until a [`Event::Shutdown`] arrives on `control` (or it closes).
+pub async fn run(config: Config, reloader: Reloader, control: mpsc::Receiver<Event>) -> anyhow::Result<()> {
+    start(config, reloader).await?.serve(control).await;
+    Ok(())
+}
+
+/// Seeds the catalog, binds every socket and starts serving and syncing.
+pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon> {
     let started = Instant::now();
+    let backend = Source::backend(&config.sources);
+    info!(
+        backend = backend.label(),
+        static_catalog = %config.sources.static_catalog.as_ref().map_or_else(|| "none".to_owned(), |c| c.to_string()),
+        why = %config.sources.reason,
+        "Catalog source chosen."
+    );
     let options = Arc::new(config.build_options());
-    let (snapshot, version, restored) = match &config.consul {
-        Some(_) => {
-            let (snapshot, restored) = consul::seed::initial(&config, &options);
-            (snapshot, None, restored)
+    let seed = seed::seed(&config, &options).context("static catalog")?;
+    let counts = seed.snapshot.counts();
+    let catalog = Arc::new(Catalog::new(seed.snapshot));
+    match &seed.restored {
+        Some(restored) => telemetry::catalog_restored(backend, restored.confirmed, counts, catalog.load().serial()),
+        None if config.sources.live.is_none() => {
+            telemetry::sync_succeeded(backend, "start", counts, catalog.load().serial())
         }
-        None => {
-            let (snapshot, version) = file::build(&config.catalog, Arc::clone(&options)).context("static catalog")?;
-            (snapshot, version, None)
-        }
-    };
-    let counts = snapshot.counts();
-    let catalog = Arc::new(Catalog::new(snapshot));
-    match (&config.consul, &restored) {
-        (None, _) => telemetry::sync_succeeded(Backend::File, "start", counts, catalog.load().serial()),
-        (Some(_), Some(restored)) => {
-            telemetry::catalog_restored(Backend::Consul, restored.confirmed, counts, catalog.load().serial())
-        }
-        (Some(_), None) => {}
+        None => {}
     }
 
-    let settings = dns_settings(&config, None);
     let shared = Shared {
         catalog: Arc::clone(&catalog),
-        settings: Arc::new(ArcSwap::from_pointee(settings)),
+        settings: Arc::new(ArcSwap::from_pointee(dns_settings(&config, None))),
         forwarder: Arc::new(Forwarder::default()),
     };
     let bound = server::bind(&config.listen, config.udp_workers)?;
+    let dns: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
     let http_listener = match config.http {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
-    let dns = server::start(bound, &shared)?;
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let running = server::start(bound, &shared)?;
 
     let cancel = CancellationToken::new();
-    let http = http_listener.map(|listener| {
-        // Consul's max_stale also bounds readiness: a catalog not confirmed for longer is stale.
-        let max_age = config.consul.as_ref().and(config.max_stale);
+    let http_task = http_listener.map(|listener| {
+        // max_stale also bounds readiness: a live source's catalog not confirmed for longer is stale.
+        let max_age = config.sources.live.as_ref().and(config.max_stale);
         let state = http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age, started };
         http::serve(listener, Arc::new(state), cancel.clone())
     });
     let (options_tx, options_rx) = watch::channel(options);
-    let (source_tx, source_rx) = watch::channel(config.catalog.clone());
-    let backend = match &config.consul {
-        // Consul is the live source; a static catalog given as well only seeded the first answers.
-        Some(settings) => {
-            let (catalog, state_dir) = (Arc::clone(&catalog), config.state_dir.clone());
-            let syncer = consul::Syncer::new(settings.clone(), catalog, options_rx, state_dir, restored)?;
-            tokio::spawn(syncer.run(cancel.clone()))
-        }
-        None => tokio::spawn(watch_static(source_rx, version, Arc::clone(&catalog), options_rx, cancel.clone())),
-    };
+    let static_catalog = config.sources.static_catalog.clone().unwrap_or(config::CatalogSource::Embedded);
+    let (catalog_file, catalog_rx) = watch::channel(static_catalog);
+    let state_dir = config.sources.live.as_ref().and(config.state_dir.clone());
+    let mut publisher = Publisher::new(backend, Arc::clone(&catalog), options_rx, state_dir, seed.restored);
+    if let Some(dc) = &seed.datacenter {
+        publisher.set_datacenter(dc);
+    }
+    let source = Source::new(&config.sources, catalog_rx, seed.version);
+    let source_task = backend::start(source, publisher, cancel.clone());
+    Ok(Daemon {
+        dns,
+        http: http_addr,
+        config,
+        reloader,
+        shared,
+        running,
+        http_task,
+        source_task,
+        catalog_file,
+        options: options_tx,
+        cancel,
+    })
+}
 
-    let mut current = config;
-    while signals.next().await == Event::Reload {
-        match reloader.load() {
-            Ok(next) => {
-                if next.listen != current.listen || next.udp_workers != current.udp_workers || next.http != current.http
-                {
-                    warn!(?next.listen, ?next.http, "Listen addresses and workers change only on restart.");
-                }
-                if next.log_level != current.log_level || next.log_format != current.log_format {
-                    warn!(next.log_level, "Log level and format change only on restart.");
-                }
-                let previous = shared.settings.load_full();
-                shared.settings.store(Arc::new(dns_settings(&next, Some(&previous))));
-                if next.catalog != current.catalog {
-                    let _ = source_tx.send(next.catalog.clone());
-                }
-                if next.consul != current.consul || next.state_dir != current.state_dir {
-                    warn!("Consul settings and the state directory change only on restart.");
-                }
-                let _ = options_tx.send(Arc::new(next.build_options()));
-                telemetry::config_reloaded();
-                current = next;
-            }
-            Err(e) => telemetry::config_rejected(&e),
+impl Daemon {
+    /// Follows `control` until [`Event::Shutdown`] (or until it closes), then stops.
+    pub async fn serve(mut self, mut control: mpsc::Receiver<Event>) {
+        while let Some(Event::Reload) = control.recv().await {
+            self.reload();
         }
+        telemetry::metrics().set_stopping();
+        info!("Shutting down.");
+        self.running.stop().await;
+        self.cancel.cancel();
+        let _ = self.source_task.await;
+        if let Some(http) = self.http_task {
+            let _ = http.await;
+        }
+        info!("Stopped.");
     }
-    telemetry::metrics().set_stopping();
-    info!("Shutting down.");
-    dns.stop().await;
-    cancel.cancel();
-    let _ = backend.await;
-    if let Some(http) = http {
-        let _ = http.await;
+
+    fn reload(&mut self) {
+        let next = match self.reloader.load() {
+            Ok(next) => next,
+            Err(e) => return telemetry::config_rejected(&e),
+        };
+        let current = &self.config;
+        if next.listen != current.listen || next.udp_workers != current.udp_workers || next.http != current.http {
+            warn!(?next.listen, ?next.http, "Listen addresses and workers change only on restart.");
+        }
+        if next.log_level != current.log_level || next.log_format != current.log_format {
+            warn!(next.log_level, "Log level and format change only on restart.");
+        }
+        let previous = self.shared.settings.load_full();
+        self.shared.settings.store(Arc::new(dns_settings(&next, Some(&previous))));
+        if next.sources.live != current.sources.live || next.state_dir != current.state_dir {
+            warn!("The live source and the state directory change only on restart.");
+        } else if next.sources.static_catalog != current.sources.static_catalog
+            && let Some(catalog) = next.sources.static_catalog.clone()
+        {
+            let _ = self.catalog_file.send(catalog);
+        }
+        let _ = self.options.send(Arc::new(next.build_options()));
+        telemetry::config_reloaded();
+        self.config = next;
     }
-    info!("Stopped.");
-    Ok(())
 }
 
 /// DNS settings for `config`, completed with what the machine says (resolv.conf, interfaces).
@@ -164,28 +205,4 @@ fn dns_settings(config: &Config, previous: Option<&Settings>) -> Settings {
         info!("Recursion off: names outside the domain are REFUSED.");
     }
     settings
-}
-
-/// Runs the static backend, restarting it on the new source when the config names another file.
-async fn watch_static(
-    mut source: watch::Receiver<config::CatalogSource>,
-    mut version: Option<file::Fingerprint>,
-    catalog: Arc<Catalog>,
-    options: watch::Receiver<Arc<crate::catalog::BuildOptions>>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let current = source.borrow_and_update().clone();
-        let stop = cancel.child_token();
-        let task =
-            tokio::spawn(file::watch(current, version.take(), Arc::clone(&catalog), options.clone(), stop.clone()));
-        tokio::select! {
-            _ = cancel.cancelled() => { let _ = task.await; return; }
-            changed = source.changed() => {
-                stop.cancel();
-                let _ = task.await;
-                if changed.is_err() { return; }
-            }
-        }
-    }
 }

@@ -9,6 +9,7 @@ use consul_dns::app::{self, Reloader};
 use consul_dns::backend::file;
 use consul_dns::cli::{Cli, Command};
 use consul_dns::dns::forward::host::Host;
+use consul_dns::shutdown::{Event, Signals};
 use consul_dns::{config, healthcheck, telemetry};
 
 fn env(key: &str) -> Option<String> {
@@ -39,19 +40,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(store) = config
-        .database
-        .as_ref()
-        .map(|d| d.url.to_string())
-        .or_else(|| config.etcd.as_ref().map(|e| e.endpoints.join(", ")))
-    {
-        // The stores are reached by `consul-dns db` today; the daemon's source for them comes
-        // with the source seam. Refuse instead of silently serving the static catalog.
-        eprintln!(
-            "consul-dns: {store}: the daemon cannot serve from a database or etcd yet; only `consul-dns db` uses it"
-        );
-        return ExitCode::from(2);
-    }
     if cli.check_config {
         return check_config(&config);
     }
@@ -67,7 +55,7 @@ fn main() -> ExitCode {
         }
     };
     let reloader = Reloader { config_file: cli.config.clone(), flags: cli.settings.clone(), env: Box::new(env) };
-    match runtime.block_on(app::run(config, reloader)) {
+    match runtime.block_on(run(config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "Fatal error.");
@@ -77,28 +65,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// Installs the signal handlers first (a SIGTERM during start-up must be handled, not take
+/// the default action), then runs the daemon on the events they produce.
+async fn run(config: config::Config, reloader: Reloader) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
+    let (control, events) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let event = signals.next().await;
+            if control.send(event).await.is_err() || event == Event::Shutdown {
+                return;
+            }
+        }
+    });
+    app::run(config, reloader, events).await
+}
+
 /// `consul-dns db ...`: the same configuration as the daemon (file, environment, flags before
 /// and after `db`), then one command on its database or etcd.
 fn db(cli: &Cli, args: &consul_dns::cli::DbArgs) -> ExitCode {
     use consul_dns::backend::registry::command::{self, Target};
     let flags = cli.settings.clone().overlay(args.layer());
+    let no_store = || {
+        eprintln!(
+            "consul-dns db: no catalog store given: use --database-url URL or --etcd URL \
+             (or CONSUL_DNS_DATABASE_URL / CONSUL_DNS_ETCD)"
+        );
+        ExitCode::from(2)
+    };
     let config = match config::load(cli.config.as_deref(), flags, &env) {
         Ok(config) => config,
+        Err(config::ConfigError::Invalid { key: "static", .. }) => return no_store(),
         Err(e) => {
             eprintln!("consul-dns db: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
-    let target = match (config.database, config.etcd) {
-        (Some(database), _) => Target::Sql(database),
-        (None, Some(etcd)) => Target::Etcd(etcd),
-        (None, None) => {
-            eprintln!(
-                "consul-dns db: no catalog store given: use --database-url URL or --etcd URL \
-                 (or CONSUL_DNS_DATABASE_URL / CONSUL_DNS_ETCD)"
-            );
-            return ExitCode::from(2);
-        }
+    let target = match config.sources.live {
+        Some(config::LiveSource::Sql(database)) => Target::Sql(database),
+        Some(config::LiveSource::Etcd(etcd)) => Target::Etcd(etcd),
+        _ => return no_store(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -121,21 +127,42 @@ fn db(cli: &Cli, args: &consul_dns::cli::DbArgs) -> ExitCode {
 
 /// `--check-config`: the configuration parsed; now the catalog must load and build.
 fn check_config(config: &config::Config) -> ExitCode {
-    if let Some(consul) = &config.consul {
+    let sources = &config.sources;
+    if let Some(config::LiveSource::Consul(consul)) = &sources.live {
         let state = config
             .state_dir
             .as_ref()
             .map_or_else(|| "no state_dir".to_owned(), |d| format!("state_dir {}", d.display()));
-        println!("configuration OK; Consul backend at {} ({state})", consul.address);
+        println!("configuration OK; Consul source at {} ({state}; {})", consul.address, sources.reason);
         println!("{}", recursion_summary(config));
         return ExitCode::SUCCESS;
     }
-    match file::build(&config.catalog, Arc::new(config.build_options())) {
+    match &sources.live {
+        Some(config::LiveSource::Sql(database)) => {
+            println!(
+                "configuration OK; {} source at {} ({})",
+                database.url.dialect().name(),
+                database.url,
+                sources.reason
+            );
+            println!("{}", recursion_summary(config));
+            return ExitCode::SUCCESS;
+        }
+        Some(config::LiveSource::Etcd(etcd)) => {
+            let at = etcd.endpoints.join(", ");
+            println!("configuration OK; etcd source at {at}, prefix {} ({})", etcd.prefix, sources.reason);
+            println!("{}", recursion_summary(config));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let Some(catalog) = &sources.static_catalog else { return ExitCode::from(2) };
+    match file::build(catalog, Arc::new(config.build_options())) {
         Ok((snapshot, _)) => {
             let counts = snapshot.counts();
             println!(
-                "configuration OK; catalog {:?}: {} services, {} instances, {} nodes",
-                config.catalog, counts.services, counts.instances, counts.nodes
+                "configuration OK; static catalog {catalog}: {} services, {} instances, {} nodes",
+                counts.services, counts.instances, counts.nodes
             );
             println!("{}", recursion_summary(config));
             ExitCode::SUCCESS

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::catalog::model::{CatalogData, Instance, MeshKind, Node, lower};
 use crate::catalog::records::{Addr, FAMILIES, Family, NodeRecords, PreparedInstance, flags, relative};
-use crate::catalog::reverse::{patch_reverse, reverse_map};
+use crate::catalog::reverse::ReverseMap;
 use crate::catalog::ttl::TtlTable;
 
 pub use crate::catalog::reverse::Pointer;
@@ -125,6 +125,11 @@ pub struct Datacenter {
 }
 
 impl Datacenter {
+    /// Nothing to answer: a datacenter exists only while it has a node or a service.
+    fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.services.is_empty() && self.connect.is_empty() && self.ingress.is_empty()
+    }
+
     /// The records a service name answers with: its own instances (`mesh = None`), or its
     /// `.connect` / `.ingress` endpoints.
     pub fn lookup(&self, mesh: Option<MeshKind>, name: &[u8]) -> Option<&Arc<ServiceRecords>> {
@@ -211,7 +216,7 @@ pub struct Snapshot {
     /// them a hash lookup.
     local: Option<Arc<Datacenter>>,
     datacenters: Map<Box<[u8]>, Arc<Datacenter>>,
-    reverse: Arc<Map<IpAddr, Pointer>>,
+    reverse: Arc<ReverseMap>,
     name_servers: Box<[NameServer]>,
     counts: Counts,
 }
@@ -274,10 +279,11 @@ impl Snapshot {
             dc.services.insert(group_key.1.as_bytes().into(), Arc::new(records));
         }
         build_mesh(data, &mut dcs, &snapshot.options, &mut tags);
+        dcs.retain(|_, dc| !dc.is_empty());
         let local = String::from_utf8_lossy(&snapshot.local_dc).into_owned();
         if let Some(dc) = dcs.get(local.as_str()) {
             snapshot.name_servers = name_servers(dc);
-            snapshot.reverse = Arc::new(reverse_map(data, dc, &local));
+            snapshot.reverse = Arc::new(local_reverse_map(data, dc));
         }
         snapshot.datacenters = dcs.into_iter().map(|(k, v)| (k.as_bytes().into(), Arc::new(v))).collect();
         snapshot.local = snapshot.datacenters.get(&snapshot.local_dc).cloned();
@@ -313,14 +319,43 @@ impl Snapshot {
         next.reverse = Arc::clone(&self.reverse);
         next.name_servers = self.name_servers.clone();
         for (k, dc) in touched {
-            next.datacenters.insert(k, Arc::new(dc));
+            if dc.is_empty() {
+                next.datacenters.remove(&k);
+            } else {
+                next.datacenters.insert(k, Arc::new(dc));
+            }
         }
         next.local = next.datacenters.get(&next.local_dc).cloned();
-        if local_touched && let Some(local) = next.datacenters.get(&self.local_dc) {
-            next.name_servers = name_servers(local);
-            next.reverse = Arc::new(patch_reverse(&self.reverse, update, local, &self.local_dc));
+        if local_touched {
+            match next.datacenters.get(&self.local_dc) {
+                Some(local) => {
+                    next.name_servers = name_servers(local);
+                    next.reverse = Arc::new(self.patch_reverse(update, local));
+                }
+                None => {
+                    next.name_servers = Box::new([]);
+                    next.reverse = Arc::default();
+                }
+            }
         }
         next
+    }
+
+    /// The reverse map after `update`: the changed local nodes' and services' claims replaced.
+    fn patch_reverse(&self, update: &Update<'_>, local: &Datacenter) -> ReverseMap {
+        let is_local = |dc: &str| lower(dc).as_bytes() == &*self.local_dc;
+        let mut map = (*self.reverse).clone();
+        for (_, name) in update.removed_nodes.iter().filter(|(dc, _)| is_local(dc)) {
+            map.set_node(&key(name), None);
+        }
+        for node in update.nodes.iter().filter(|n| is_local(&n.datacenter)) {
+            let k = key(&node.name);
+            map.set_node(&k, local.nodes.get(&k));
+        }
+        for change in update.services.iter().filter(|s| s.mesh.is_none() && is_local(s.datacenter)) {
+            map.set_service(&key(change.name), &change.instances, &local.name);
+        }
+        map
     }
 
     /// The copy of datacenter `name` that an update edits, made on first use.
@@ -406,6 +441,23 @@ impl Snapshot {
     pub fn datacenters(&self) -> impl Iterator<Item = &Datacenter> {
         self.datacenters.values().map(|dc| &**dc)
     }
+}
+
+/// S3.8 for a full build: every node and service of the local datacenter claims its addresses
+/// (services with instances of any health, as an update does).
+fn local_reverse_map(data: &CatalogData, local: &Datacenter) -> ReverseMap {
+    let mut map = ReverseMap::default();
+    for (k, records) in &local.nodes {
+        map.set_node(k, Some(records));
+    }
+    let mut services: Map<Box<[u8]>, Vec<&Instance>> = Map::default();
+    for inst in data.instances.iter().filter(|i| i.datacenter.eq_ignore_ascii_case(&local.name)) {
+        services.entry(key(&inst.service)).or_default().push(inst);
+    }
+    for (k, instances) in &services {
+        map.set_service(k, instances, &local.name);
+    }
+    map
 }
 
 fn datacenter_entry<'a, 'd>(dcs: &'a mut Map<Cow<'d, str>, Datacenter>, name: &'d str) -> &'a mut Datacenter {

@@ -208,6 +208,28 @@ pub struct EtcdSettings {
     pub prefix: String,
 }
 
+/// The database and etcd sources' settings, each `None` unless its key is given.
+pub(super) fn resolve(
+    layer: &super::Layer,
+) -> Result<(Option<DatabaseSettings>, Option<EtcdSettings>), super::ConfigError> {
+    use super::ConfigError;
+    let poll_interval = layer.db_poll_interval.map_or(DEFAULT_DB_POLL_INTERVAL, |d| d.0);
+    if poll_interval.is_zero() {
+        return Err(ConfigError::Invalid { key: "db_poll_interval", message: "must be above 0".into() });
+    }
+    let database = layer.database_url.clone().map(|url| DatabaseSettings { url, poll_interval });
+    let prefix = etcd_prefix(layer.etcd_prefix.as_deref().unwrap_or(DEFAULT_ETCD_PREFIX))
+        .map_err(|message| ConfigError::Invalid { key: "etcd_prefix", message })?;
+    let etcd = match &layer.etcd {
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::Invalid { key: "etcd", message: "needs at least one endpoint".into() });
+        }
+        Some(list) => Some(EtcdSettings { endpoints: list.iter().map(|e| e.0.clone()).collect(), prefix }),
+        None => None,
+    };
+    Ok((database, etcd))
+}
+
 /// Normalizes an etcd prefix: leading and trailing `/`.
 pub fn etcd_prefix(text: &str) -> Result<String, String> {
     let trimmed = text.trim().trim_matches('/');

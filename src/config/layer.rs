@@ -8,6 +8,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::database::{DatabaseUrl, EtcdEndpoint};
+use super::source::SourceKind;
 use super::value::{Bounded, ConsulAddr, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl};
 use crate::dns::acl::Cidr;
 use crate::dns::forward::Strategy;
@@ -28,8 +29,8 @@ pub struct Layer {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<Vec<ListenAddr>>,
 
-    /// Static catalog file, TOML or JSON (.json) [default: config/services.toml, else the copy
-    /// built into the binary]
+    /// Static catalog file, TOML or JSON (.json), or `builtin` for the example built into the
+    /// binary; with a live source, only the answers before its first sync
     #[arg(long = "static", value_name = "FILE")]
     #[serde(rename = "static")]
     pub static_catalog: Option<PathBuf>,
@@ -127,8 +128,13 @@ pub struct Layer {
     #[arg(long, value_name = "CIDR")]
     pub allow_query: Option<Vec<Cidr>>,
 
-    /// Consul HTTP API to sync from, http://host:port or https://host:port, instead of the
-    /// static catalog [default: CONSUL_HTTP_ADDR when no static catalog is given]
+    /// The live catalog source, `static`, `consul`, `database` or `etcd` [default: the one whose address is
+    /// given, else the static catalog alone]
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<SourceKind>,
+
+    /// Consul HTTP API to sync from, http://host:port or https://host:port; selects the Consul
+    /// source [default with --source consul: CONSUL_HTTP_ADDR, else http://127.0.0.1:8500]
     #[arg(long, value_name = "URL")]
     pub consul: Option<ConsulAddr>,
 
@@ -220,6 +226,7 @@ pub const KEYS: &[&str] = &[
     "resolv_conf",
     "allow_recursion",
     "allow_query",
+    "source",
     "consul",
     "consul_token",
     "consul_token_file",
@@ -316,6 +323,7 @@ impl Layer {
             "db_poll_interval" => self.db_poll_interval = Some(parse(value)?),
             "etcd" => self.etcd = Some(parse_list(value)?),
             "etcd_prefix" => self.etcd_prefix = Some(value.to_owned()),
+            "source" => self.source = Some(parse(value)?),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -334,6 +342,7 @@ impl Layer {
         Layer {
             listen: top.listen.or(self.listen),
             static_catalog: top.static_catalog.or(self.static_catalog),
+            source: top.source.or(self.source),
             domain: top.domain.or(self.domain),
             alt_domain: top.alt_domain.or(self.alt_domain),
             datacenter: top.datacenter.or(self.datacenter),

@@ -4,6 +4,7 @@
 
 pub mod database;
 pub mod layer;
+pub mod source;
 pub mod value;
 
 use std::io;
@@ -22,18 +23,12 @@ use crate::dns::forward::{self, Recursion, Strategy};
 use crate::dns::name::DomainName;
 use crate::telemetry::{LogFormat, Sample};
 pub use layer::{ENV_CONFIG, ENV_PREFIX, KEYS, Layer};
+pub use source::{CatalogSource, ConsulSettings, LiveSource, Sources};
 use value::{DEFAULT_DNS_PORT, Secret, ServiceTtl};
 
 /// Consul's own environment variables (consul-http-api H1), honoured below our own settings.
 pub const CONSUL_ENV: [&str; 5] =
     ["CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_HTTP_SSL"];
-/// Concurrent requests to Consul by default (H6.1's example; an agent allows 200, H1.4).
-pub const DEFAULT_CONSUL_MAX_CONNS: u32 = 32;
-/// Blocking wait by default (Consul's own default, H2).
-pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(300);
-/// Consul's cap on `wait` (H3.3).
-pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
-
 /// What Consul's environment variables say (looked up through the same function as ours).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsulEnv {
@@ -63,11 +58,8 @@ impl ConsulEnv {
     }
 }
 
-/// The shipped static catalog, used when no `--static` is given and `config/services.toml`
-/// is not where the daemon runs: the daemon always starts with something to answer.
+/// The example catalog built into the binary, served with `--static builtin` (and only then).
 pub const EMBEDDED_CATALOG: &str = include_str!("../../config/services.toml");
-/// Where the static catalog is looked for by default.
-pub const DEFAULT_CATALOG_PATH: &str = "config/services.toml";
 /// Where the recursors come from when none is configured.
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The HTTP listener by default: loopback, CoreDNS's metrics port.
@@ -143,15 +135,6 @@ pub fn locate(text: &str, offset: usize) -> (usize, usize, String) {
     (line, offset - start + 1, text[start..end].trim_end().to_owned())
 }
 
-/// Where the static catalog comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CatalogSource {
-    /// A file, reloaded when it changes.
-    File(PathBuf),
-    /// The copy built into the binary.
-    Embedded,
-}
-
 /// Where the recursors come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recursors {
@@ -168,8 +151,8 @@ pub enum Recursors {
 pub struct Config {
     /// DNS listen addresses (UDP and TCP).
     pub listen: Vec<SocketAddr>,
-    /// Static catalog source.
-    pub catalog: CatalogSource,
+    /// The catalog's sources: the static catalog and the live source.
+    pub sources: Sources,
     /// Primary domain.
     pub domain: DomainName,
     /// Alternative domain.
@@ -210,20 +193,10 @@ pub struct Config {
     pub allow_recursion: Option<Vec<Cidr>>,
     /// Clients answered at all.
     pub allow_query: Vec<Cidr>,
-    /// The Consul backend, when selected (`consul` or `CONSUL_HTTP_ADDR`); the static catalog
-    /// is then only the first answers before Consul's first sync, and only if `static` was
-    /// given explicitly.
-    pub consul: Option<crate::backend::consul::Settings>,
-    /// `static` was given explicitly (not the default file or the built-in copy).
-    pub static_given: bool,
-    /// Where the last good Consul catalog is kept.
+    /// Where the last good catalog of a live source is kept.
     pub state_dir: Option<PathBuf>,
     /// Oldest on-disk catalog served at start-up; `None` = no limit.
     pub max_stale: Option<Duration>,
-    /// The SQL source, when `database_url` selects it.
-    pub database: Option<database::DatabaseSettings>,
-    /// The etcd source, when `etcd` selects it.
-    pub etcd: Option<database::EtcdSettings>,
 }
 
 /// Loads the configuration. `config_file` is `--config`; `env` looks up environment
@@ -239,7 +212,7 @@ pub fn load(
         None => Layer::default(),
     };
     let env_layer = Layer::from_env(env).map_err(|(var, message)| ConfigError::Env { var, message })?;
-    resolve_with(file.overlay(env_layer).overlay(flags), &ConsulEnv::read(env), &|path| path.exists())
+    resolve_with(file.overlay(env_layer).overlay(flags), &ConsulEnv::read(env))
 }
 
 /// Parses a config file.
@@ -248,36 +221,18 @@ pub fn read_file(path: &Path) -> Result<Layer, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError::from_toml(path, &text, &e))
 }
 
-/// Applies defaults and cross-field checks, without Consul's environment variables. `exists`
-/// tells whether a path exists.
-pub fn resolve(layer: Layer, exists: &dyn Fn(&Path) -> bool) -> Result<Config, ConfigError> {
-    resolve_with(layer, &ConsulEnv::default(), exists)
+/// Applies defaults and cross-field checks, without Consul's environment variables.
+pub fn resolve(layer: Layer) -> Result<Config, ConfigError> {
+    resolve_with(layer, &ConsulEnv::default())
 }
 
 /// [`resolve`] with Consul's environment variables below our settings.
-pub fn resolve_with(
-    layer: Layer,
-    consul_env: &ConsulEnv,
-    exists: &dyn Fn(&Path) -> bool,
-) -> Result<Config, ConfigError> {
-    let consul = consul_settings(&layer, consul_env)?;
-    let (database, etcd) = store_settings(&layer)?;
-    if [consul.is_some(), database.is_some(), etcd.is_some()].iter().filter(|live| **live).count() > 1 {
-        return Err(ConfigError::Invalid {
-            key: "database_url",
-            message: "at most one live source can be given: consul, database_url or etcd".into(),
-        });
-    }
+pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, ConfigError> {
+    let sources = source::resolve(&layer, consul_env)?;
     let domain = layer.domain.unwrap_or_else(|| DomainName::new("consul.").expect("a valid literal"));
     if layer.alt_domain.as_ref() == Some(&domain) {
         return Err(ConfigError::Invalid { key: "alt_domain", message: "must differ from domain".into() });
     }
-    let static_given = layer.static_catalog.is_some();
-    let catalog = match layer.static_catalog {
-        Some(path) => CatalogSource::File(path),
-        None if exists(Path::new(DEFAULT_CATALOG_PATH)) => CatalogSource::File(DEFAULT_CATALOG_PATH.into()),
-        None => CatalogSource::Embedded,
-    };
     let mut service_ttl = TtlTable::new(DEFAULT_TTL_SECS);
     match layer.service_ttl {
         Some(ServiceTtl::All(secs)) => service_ttl = TtlTable::new(secs.0),
@@ -309,7 +264,7 @@ pub fn resolve_with(
     }
     Ok(Config {
         listen,
-        catalog,
+        sources,
         domain,
         alt_domain: layer.alt_domain,
         datacenter: layer.datacenter.map_or_else(|| "dc1".to_owned(), |dc| dc.0),
@@ -330,82 +285,9 @@ pub fn resolve_with(
         recursor_strategy: layer.recursor_strategy.unwrap_or_default(),
         allow_recursion: layer.allow_recursion,
         allow_query: layer.allow_query.unwrap_or_else(|| Cidr::any().to_vec()),
-        consul,
-        static_given,
         state_dir: layer.state_dir,
         max_stale: layer.max_stale.map(|s| Duration::from_secs(s.0.into())),
-        database,
-        etcd,
     })
-}
-
-/// The database and etcd sources' settings, each `None` unless its key is given.
-fn store_settings(
-    layer: &Layer,
-) -> Result<(Option<database::DatabaseSettings>, Option<database::EtcdSettings>), ConfigError> {
-    let poll_interval = layer.db_poll_interval.map_or(database::DEFAULT_DB_POLL_INTERVAL, |d| d.0);
-    if poll_interval.is_zero() {
-        return Err(ConfigError::Invalid { key: "db_poll_interval", message: "must be above 0".into() });
-    }
-    let database = layer.database_url.clone().map(|url| database::DatabaseSettings { url, poll_interval });
-    let prefix = database::etcd_prefix(layer.etcd_prefix.as_deref().unwrap_or(database::DEFAULT_ETCD_PREFIX))
-        .map_err(|message| ConfigError::Invalid { key: "etcd_prefix", message })?;
-    let etcd = match &layer.etcd {
-        Some(list) if list.is_empty() => {
-            return Err(ConfigError::Invalid { key: "etcd", message: "needs at least one endpoint".into() });
-        }
-        Some(list) => Some(database::EtcdSettings { endpoints: list.iter().map(|e| e.0.clone()).collect(), prefix }),
-        None => None,
-    };
-    Ok((database, etcd))
-}
-
-/// The Consul backend's settings: our keys first, then Consul's environment variables. `None`
-/// when neither `consul` nor (without `static`) `CONSUL_HTTP_ADDR` selects it.
-fn consul_settings(layer: &Layer, env: &ConsulEnv) -> Result<Option<crate::backend::consul::Settings>, ConfigError> {
-    let from_env = || {
-        // A database or etcd source given explicitly is not overridden by Consul's variable.
-        let explicit = layer.static_catalog.is_some() || layer.database_url.is_some() || layer.etcd.is_some();
-        let addr = env.addr.as_deref().filter(|_| !explicit)?;
-        Some(
-            addr.parse::<value::ConsulAddr>()
-                .map_err(|message| ConfigError::Env { var: "CONSUL_HTTP_ADDR".into(), message }),
-        )
-    };
-    let address = match layer.consul.clone() {
-        Some(addr) => addr,
-        None => match from_env() {
-            Some(parsed) => parsed?,
-            None => return Ok(None),
-        },
-    };
-    let read_token = |key: &'static str, path: &Path| {
-        std::fs::read_to_string(path)
-            .map(|text| Secret::new(&text))
-            .map_err(|e| ConfigError::Invalid { key, message: format!("cannot read {}: {e}", path.display()) })
-    };
-    let token = match (&layer.consul_token, &layer.consul_token_file, &env.token, &env.token_file) {
-        (Some(token), ..) => Some(token.clone()),
-        (None, Some(path), ..) => Some(read_token("consul_token_file", path)?),
-        (None, None, Some(token), _) => Some(token.clone()),
-        (None, None, None, Some(path)) => Some(read_token("CONSUL_HTTP_TOKEN_FILE", path)?),
-        (None, None, None, None) => None,
-    };
-    let wait = layer.consul_wait.map_or(DEFAULT_CONSUL_WAIT, |w| w.0);
-    if wait.is_zero() || wait > MAX_CONSUL_WAIT {
-        return Err(ConfigError::Invalid { key: "consul_wait", message: "must be above 0 and at most 10m".into() });
-    }
-    Ok(Some(crate::backend::consul::Settings {
-        address: address.url(env.ssl),
-        token: token.filter(|t| !t.expose().is_empty()),
-        ca_cert: layer.consul_ca_cert.clone().or_else(|| env.ca_cert.clone()),
-        stale: layer.consul_stale.unwrap_or(true),
-        max_conns: layer.consul_max_conns.map_or(DEFAULT_CONSUL_MAX_CONNS, |n| n.0) as usize,
-        wait,
-        datacenters: layer.datacenters.as_ref().map(|list| list.iter().map(|dc| dc.0.clone()).collect()),
-        translate_wan_addrs: layer.translate_wan_addrs.unwrap_or(false),
-        datacenter: layer.datacenter.as_ref().map(|dc| dc.0.clone()),
-    }))
 }
 
 fn default_workers() -> usize {

@@ -20,14 +20,24 @@ fn shipped_daemon_config_parses() {
     assert_eq!(config.service_ttl.lookup("order"), 10);
     assert_eq!(config.service_ttl.lookup("payments"), 2);
     assert_eq!(config.service_ttl.lookup("user"), 5);
-    assert_eq!(config.catalog, CatalogSource::File("config/services.toml".into()));
+    assert_eq!(config.sources.static_catalog, Some(CatalogSource::File("config/services.toml".into())));
+}
+
+/// `layer` with the example catalog unless it names a catalog.
+fn with_static(layer: Layer) -> Layer {
+    builtin().overlay(layer)
+}
+
+/// A layer with the example catalog, as `--static builtin` gives.
+fn builtin() -> Layer {
+    Layer { static_catalog: Some(source::BUILTIN.into()), ..Layer::default() }
 }
 
 #[test]
-fn defaults_without_any_source() {
-    let config = resolve(Layer::default(), &|_| false).unwrap();
+fn defaults_with_the_builtin_catalog() {
+    let config = resolve(builtin()).unwrap();
     assert_eq!(config.listen, ["127.0.0.1:8600".parse().unwrap()]);
-    assert_eq!(config.catalog, CatalogSource::Embedded);
+    assert_eq!(config.sources.static_catalog, Some(CatalogSource::Embedded));
     assert_eq!(config.domain.text(), "consul");
     assert_eq!((config.node_ttl, config.negative_ttl, config.service_ttl.lookup("x")), (5, 5, 5));
     assert_eq!((config.udp_answer_limit, config.a_record_limit, config.max_udp_size), (3, 0, 1232));
@@ -74,7 +84,7 @@ fn precedence_file_then_env_then_flags() {
     ]
     .into();
     let lookup = |k: &str| env.get(k).map(|v| v.to_string());
-    let flags = Layer { node_ttl: Some(value::Secs(30)), ..Layer::default() };
+    let flags = Layer { node_ttl: Some(value::Secs(30)), ..builtin() };
     let config = load(Some(file.path()), flags, &lookup).unwrap();
     assert_eq!(config.node_ttl, 30, "flag beats env and file");
     assert_eq!(config.negative_ttl, 60, "env beats file");
@@ -88,7 +98,7 @@ fn config_file_from_env() {
     let file = write("datacenter = \"east\"\n");
     let path = file.path().display().to_string();
     let lookup = |k: &str| (k == ENV_CONFIG).then(|| path.clone());
-    assert_eq!(load(None, Layer::default(), &lookup).unwrap().datacenter, "east");
+    assert_eq!(load(None, builtin(), &lookup).unwrap().datacenter, "east");
 }
 
 #[test]
@@ -124,6 +134,7 @@ fn every_key_is_settable_from_env_and_file() {
         ("resolv_conf", ("/tmp/resolv.conf", "\"/tmp/resolv.conf\"")),
         ("allow_recursion", ("10.0.0.0/8,::1", "[\"10.0.0.0/8\", \"::1\"]")),
         ("allow_query", ("0.0.0.0/0", "[\"0.0.0.0/0\"]")),
+        ("source", ("consul", "\"consul\"")),
         ("consul", ("http://127.0.0.1:8500", "\"http://127.0.0.1:8500\"")),
         ("consul_token", ("s3cr3t", "\"s3cr3t\"")),
         ("consul_token_file", ("/run/token", "\"/run/token\"")),
@@ -155,14 +166,14 @@ fn every_key_is_settable_from_env_and_file() {
 #[test]
 fn service_ttl_flag_becomes_the_star_entry_of_a_file_table() {
     let file = write("[service_ttl]\n\"db\" = 60\n\"*\" = 1\n");
-    let flags = Layer { service_ttl: Some(value::ServiceTtl::All(value::Secs(9))), ..Layer::default() };
+    let flags = Layer { service_ttl: Some(value::ServiceTtl::All(value::Secs(9))), ..builtin() };
     let config = load(Some(file.path()), flags, &no_env).unwrap();
     assert_eq!((config.service_ttl.lookup("db"), config.service_ttl.lookup("web")), (60, 9));
 }
 
 #[test]
 fn recursion_defaults_read_resolv_conf_and_allow_local_networks() {
-    let config = resolve(Layer::default(), &|_| false).unwrap();
+    let config = resolve(builtin()).unwrap();
     assert_eq!(config.recursors, Recursors::ResolvConf(DEFAULT_RESOLV_CONF.into()));
     assert_eq!(config.resolv_conf(), Some(Path::new("/etc/resolv.conf")));
     assert_eq!((config.recursor_timeout, config.recursor_strategy), (forward::DEFAULT_TIMEOUT, Strategy::Sequential));
@@ -186,7 +197,7 @@ fn recursion_defaults_read_resolv_conf_and_allow_local_networks() {
 #[test]
 fn resolv_conf_nameserver_that_is_us_is_skipped() {
     let flags = Layer { listen: Some(vec!["127.0.0.1:53".parse().unwrap()]), ..Layer::default() };
-    let config = resolve(flags, &|_| false).unwrap();
+    let config = resolve(with_static(flags)).unwrap();
     let host = Host { nameservers: vec!["127.0.0.1".parse().unwrap()], ..Host::default() };
     assert!(!config.dns_settings(&host).recursion.is_enabled(), "would ask ourselves");
 }
@@ -213,7 +224,7 @@ fn recursion_flags_none_and_bad_values() {
         "127.0.0.1",
     ])
     .unwrap();
-    let config = resolve(cli.settings, &|_| false).unwrap();
+    let config = resolve(with_static(cli.settings)).unwrap();
     let listed = vec!["127.0.0.1:5353".parse().unwrap(), "192.0.2.1:53".parse().unwrap()];
     assert_eq!(config.recursors, Recursors::Listed(listed.clone()));
     assert_eq!(config.resolv_conf(), None);
@@ -225,21 +236,21 @@ fn recursion_flags_none_and_bad_values() {
     assert_eq!(settings.acl.allow_query.len(), 2);
 
     let off = Cli::try_parse_from(["consul-dns", "--recursor", "none"]).unwrap();
-    assert_eq!(resolve(off.settings, &|_| false).unwrap().recursors, Recursors::Off);
+    assert_eq!(resolve(with_static(off.settings)).unwrap().recursors, Recursors::Off);
     let file = write("recursor = []\n");
-    assert_eq!(load(Some(file.path()), Layer::default(), &no_env).unwrap().recursors, Recursors::Off);
+    assert_eq!(load(Some(file.path()), builtin(), &no_env).unwrap().recursors, Recursors::Off);
     let mixed = Cli::try_parse_from(["consul-dns", "--recursor", "none", "--recursor", "192.0.2.1"]).unwrap();
-    let err = resolve(mixed.settings, &|_| false).unwrap_err();
+    let err = resolve(with_static(mixed.settings)).unwrap_err();
     assert!(err.to_string().contains("recursor"), "{err}");
     let zero = Layer { recursor_timeout: Some(value::Millis(Duration::ZERO)), ..Layer::default() };
-    assert!(resolve(zero, &|_| false).unwrap_err().to_string().contains("recursor_timeout"));
+    assert!(resolve(with_static(zero)).unwrap_err().to_string().contains("recursor_timeout"));
     for (text, line) in [("recursor = [\"0.0.0.0\"]\n", 1), ("\nallow_query = [\"10.0.0.0/33\"]\n", 2)] {
         let file = write(text);
         let err = load(Some(file.path()), Layer::default(), &no_env).unwrap_err();
         assert!(matches!(err, ConfigError::Parse { line: l, .. } if l == line), "{text}: {err}");
     }
     let env = |k: &str| (k == "CONSUL_DNS_ALLOW_RECURSION").then(String::new);
-    assert_eq!(load(None, Layer::default(), &env).unwrap().allow_recursion, Some(vec![]), "empty = nobody");
+    assert_eq!(load(None, builtin(), &env).unwrap().allow_recursion, Some(vec![]), "empty = nobody");
 }
 
 #[test]
@@ -284,8 +295,8 @@ fn shipped_config_examples_parse_when_uncommented() {
 
 #[test]
 fn consul_backend_from_flags_our_env_and_consuls_env() {
-    let config = resolve(Layer::default(), &|_| false).unwrap();
-    assert_eq!(config.consul, None, "the static catalog by default");
+    let err = resolve(Layer::default()).unwrap_err().to_string();
+    assert!(err.contains("--static FILE") && err.contains("--static builtin"), "no silent demo catalog: {err}");
     let token_file = write("from-file\n");
     let path = token_file.path().display().to_string();
     let env: HashMap<&str, String> = [
@@ -296,8 +307,11 @@ fn consul_backend_from_flags_our_env_and_consuls_env() {
     ]
     .into();
     let lookup = |k: &str| env.get(k).cloned();
-    let config = load(None, Layer::default(), &lookup).unwrap();
-    let consul = config.consul.expect("CONSUL_HTTP_ADDR selects Consul");
+    let config = load(None, builtin(), &lookup).unwrap();
+    assert_eq!(config.sources.live, None, "CONSUL_HTTP_ADDR alone never selects Consul");
+    let explicit = Layer { source: Some(source::SourceKind::Consul), ..Layer::default() };
+    let config = load(None, explicit, &lookup).unwrap();
+    let Some(LiveSource::Consul(consul)) = config.sources.live else { panic!("source = consul selects Consul") };
     assert_eq!(consul.address, "https://consul.internal:8501", "CONSUL_HTTP_SSL without a scheme");
     assert_eq!(consul.token.as_ref().map(|t| t.expose()), Some("from-file"));
     assert_eq!(consul.ca_cert, Some("/etc/consul/ca.pem".into()));
@@ -310,21 +324,26 @@ fn consul_backend_from_flags_our_env_and_consuls_env() {
         datacenter: Some("east".parse().unwrap()),
         ..Layer::default()
     };
-    let consul = load(None, flags, &lookup).unwrap().consul.unwrap();
+    let Some(LiveSource::Consul(consul)) = load(None, flags, &lookup).unwrap().sources.live else { panic!() };
     assert_eq!(consul.address, "http://127.0.0.1:8500");
     assert_eq!(consul.token.as_ref().map(|t| t.expose()), Some("from-flag"), "ours beat Consul's");
     assert_eq!(consul.datacenter.as_deref(), Some("east"));
 
     let with_static = Layer { static_catalog: Some("x.toml".into()), ..Layer::default() };
     let config = load(None, with_static, &lookup).unwrap();
-    assert_eq!(config.consul, None, "CONSUL_HTTP_ADDR alone does not override an explicit static catalog");
+    assert_eq!(config.sources.live, None, "CONSUL_HTTP_ADDR alone does not override an explicit static catalog");
     let both = Layer {
         static_catalog: Some("x.toml".into()),
         consul: Some("127.0.0.1:8500".parse().unwrap()),
         ..Layer::default()
     };
-    let config = load(None, both, &no_env).unwrap();
-    assert!(config.consul.is_some() && config.static_given, "--consul wins; the static file only seeds");
+    let config = load(None, both.clone(), &no_env).unwrap();
+    assert!(
+        config.sources.live.is_some() && config.sources.static_catalog.is_some(),
+        "--consul wins; the static file only seeds"
+    );
+    let contradiction = Layer { source: Some(source::SourceKind::Static), ..both };
+    assert!(load(None, contradiction, &no_env).unwrap_err().to_string().contains("source is static"));
 
     let missing = |k: &str| (k == "CONSUL_HTTP_TOKEN_FILE").then(|| "/nonexistent/token".to_owned());
     let flags = Layer { consul: Some("127.0.0.1:8500".parse().unwrap()), ..Layer::default() };
@@ -333,29 +352,35 @@ fn consul_backend_from_flags_our_env_and_consuls_env() {
     let long = Layer { consul_wait: Some(value::Millis(Duration::from_secs(3600))), ..flags };
     assert!(load(None, long, &no_env).unwrap_err().to_string().contains("consul_wait"));
     let unix = |k: &str| (k == "CONSUL_HTTP_ADDR").then(|| "unix:///run/consul.sock".to_owned());
-    assert!(load(None, Layer::default(), &unix).unwrap_err().to_string().contains("unix"));
+    let explicit = Layer { source: Some(source::SourceKind::Consul), ..Layer::default() };
+    assert!(load(None, explicit, &unix).unwrap_err().to_string().contains("unix"));
 }
 
 #[test]
 fn database_and_etcd_sources_resolve_and_exclude_each_other() {
     let url: database::DatabaseUrl = "mysql://dns:s3cr3t@127.0.0.1:3306/consul_dns".parse().unwrap();
     let layer = Layer { database_url: Some(url.clone()), ..Layer::default() };
-    let config = resolve(layer.clone(), &|_| false).unwrap();
-    let settings = config.database.clone().unwrap();
+    let config = resolve(layer.clone()).unwrap();
+    let Some(LiveSource::Sql(settings)) = config.sources.live.clone() else { panic!("{:?}", config.sources) };
     assert_eq!((settings.url, settings.poll_interval), (url.clone(), database::DEFAULT_DB_POLL_INTERVAL));
+    assert_eq!(config.sources.live.as_ref().map(LiveSource::label), Some("mysql"));
     assert!(!format!("{config:?}").contains("s3cr3t"), "the password stays out of Debug");
     let etcd = Layer { etcd: Some(vec!["127.0.0.1:2379".parse().unwrap()]), ..Layer::default() };
-    let config = resolve(etcd.clone(), &|_| false).unwrap();
-    let settings = config.etcd.unwrap();
+    let Some(LiveSource::Etcd(settings)) = resolve(etcd.clone()).unwrap().sources.live else { panic!("etcd") };
     assert_eq!(
         (settings.endpoints, settings.prefix),
         (vec!["http://127.0.0.1:2379".to_owned()], "/consul-dns/".into())
     );
     let both = Layer { etcd: etcd.etcd.clone(), ..layer.clone() };
-    let error = resolve(both, &|_| false).unwrap_err().to_string();
-    assert!(error.contains("one live source"), "{error}");
-    let with_consul = Layer { consul: Some("127.0.0.1:8500".parse().unwrap()), ..layer };
-    assert!(resolve(with_consul, &|_| false).unwrap_err().to_string().contains("one live source"));
+    let error = resolve(both).unwrap_err().to_string();
+    assert!(error.contains("at most one live source"), "{error}");
+    let with_consul = Layer { consul: Some("127.0.0.1:8500".parse().unwrap()), ..layer.clone() };
+    assert!(resolve(with_consul).unwrap_err().to_string().contains("at most one live source"));
+    let static_too = Layer { source: Some(source::SourceKind::Static), ..layer };
+    assert!(resolve(static_too).unwrap_err().to_string().contains("remove one of them"));
+    let asked =
+        Layer { source: Some(source::SourceKind::Database), static_catalog: Some("x.toml".into()), ..Layer::default() };
+    assert!(resolve(asked).unwrap_err().to_string().contains("no database_url"));
     let zero = Layer { db_poll_interval: Some(value::Millis(Duration::ZERO)), ..Layer::default() };
-    assert!(resolve(zero, &|_| false).unwrap_err().to_string().contains("db_poll_interval"));
+    assert!(resolve(zero).unwrap_err().to_string().contains("db_poll_interval"));
 }

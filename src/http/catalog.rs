@@ -128,7 +128,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::catalog_file;
+    use crate::backend::file::format as catalog_file;
     use crate::catalog::BuildOptions;
 
     #[test]

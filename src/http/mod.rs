@@ -251,7 +251,7 @@ mod tests {
         assert_eq!((status, body["reason"].as_str()), (503, Some("stale")), "{body}");
         assert!(body["age_seconds"].as_f64().unwrap() >= 7200.0, "{body}");
 
-        metrics.sync_read(Backend::Consul, SystemTime::now());
+        metrics.sync_read(Backend("consul"), SystemTime::now());
         let (status, body) = get(addr, "/ready").await;
         assert_eq!((status, body["ready"].as_bool()), (200, Some(true)), "{body}");
         assert_eq!(body["serial"].as_u64(), Some(u64::from(catalog.load().serial())));

@@ -109,28 +109,24 @@ pub const FAMILIES: &[Family] = &[
         &["backend", "reason"],
         "Failed reads of a catalog source, by reason; the previous catalog kept serving.",
     ),
+    family(
+        "consul_dns_sync_skipped_entries_total",
+        Kind::Counter,
+        &["backend"],
+        "Entries of a catalog source left out because DNS cannot serve them; the rest was published.",
+    ),
     family("consul_dns_config_reloads_total", Kind::Counter, &["result"], "Configuration reloads (SIGHUP), by result."),
 ];
 
-/// A catalog source, the `backend` label.
+/// A catalog source, the `backend` label: the running source names itself (`file`, `consul`,
+/// ...); telemetry keeps no list of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// The static file.
-    File,
-    /// The Consul catalog.
-    Consul,
-}
+pub struct Backend(pub &'static str);
 
 impl Backend {
-    /// Every backend, in label order.
-    pub const ALL: [Backend; 2] = [Backend::File, Backend::Consul];
-
     /// The label value.
     pub fn label(self) -> &'static str {
-        match self {
-            Backend::File => "file",
-            Backend::Consul => "consul",
-        }
+        self.0
     }
 }
 
@@ -163,10 +159,12 @@ impl UpstreamError {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct BackendSync {
-    last_success_ms: AtomicU64,
-    publishes: AtomicU64,
+    backend: Backend,
+    last_success_ms: u64,
+    publishes: u64,
+    skipped: u64,
 }
 
 /// What the catalog looks like at scrape time (read from the live snapshot).
@@ -190,7 +188,7 @@ pub struct Metrics {
     udp_relay: DnsCounters,
     cache_hits: AtomicU64,
     upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
-    backends: [BackendSync; Backend::ALL.len()],
+    backends: Mutex<Vec<BackendSync>>,
     as_of_ms: AtomicU64,
     sync_failures: Mutex<Vec<(Backend, &'static str, u64)>>,
     reloads: [AtomicU64; 2],
@@ -220,8 +218,7 @@ impl Metrics {
             udp_relay: DnsCounters::new(Proto::Udp),
             cache_hits: AtomicU64::new(0),
             upstream_errors: [const { AtomicU64::new(0) }; UpstreamError::ALL.len()],
-            backends: [const { BackendSync { last_success_ms: AtomicU64::new(0), publishes: AtomicU64::new(0) } };
-                Backend::ALL.len()],
+            backends: Mutex::new(Vec::new()),
             as_of_ms: AtomicU64::new(0),
             sync_failures: Mutex::new(Vec::new()),
             reloads: [const { AtomicU64::new(0) }; 2],
@@ -260,13 +257,30 @@ impl Metrics {
     /// Records a successful read of `backend`'s source at `at`: the catalog is current as of then.
     pub fn sync_read(&self, backend: Backend, at: SystemTime) {
         let ms = millis(at);
-        self.backends[backend as usize].last_success_ms.store(ms, Relaxed);
+        self.with_backend(backend, |state| state.last_success_ms = ms);
         self.as_of_ms.store(ms, Relaxed);
     }
 
     /// Counts a snapshot published by `backend`.
     pub fn published(&self, backend: Backend) {
-        self.backends[backend as usize].publishes.fetch_add(1, Relaxed);
+        self.with_backend(backend, |state| state.publishes += 1);
+    }
+
+    /// Counts an entry of `backend`'s source left out because it cannot be served.
+    pub fn skipped(&self, backend: Backend) {
+        self.with_backend(backend, |state| state.skipped += 1);
+    }
+
+    fn with_backend(&self, backend: Backend, change: impl FnOnce(&mut BackendSync)) {
+        let mut backends = self.backends.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = match backends.iter().position(|b| b.backend == backend) {
+            Some(at) => at,
+            None => {
+                backends.push(BackendSync { backend, last_success_ms: 0, publishes: 0, skipped: 0 });
+                backends.len() - 1
+            }
+        };
+        change(&mut backends[at]);
     }
 
     /// Records that the served catalog dates from `as_of` (a snapshot restored from disk).
@@ -366,18 +380,23 @@ impl Metrics {
     }
 
     fn render_sync(&self, w: &mut Exposition<'_>) {
-        for backend in Backend::ALL {
-            let state = &self.backends[backend as usize];
-            if let Some(at) = time_of(state.last_success_ms.load(Relaxed)) {
+        let backends = self.backends.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for state in &backends {
+            if let Some(at) = time_of(state.last_success_ms) {
                 let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-                w.sample_f64("consul_dns_sync_last_success_timestamp_seconds", &[("backend", backend.label())], secs);
+                w.sample_f64(
+                    "consul_dns_sync_last_success_timestamp_seconds",
+                    &[("backend", state.backend.label())],
+                    secs,
+                );
             }
         }
-        for backend in Backend::ALL {
-            let publishes = self.backends[backend as usize].publishes.load(Relaxed);
-            if publishes > 0 {
-                w.sample("consul_dns_sync_publishes_total", &[("backend", backend.label())], publishes);
-            }
+        for state in backends.iter().filter(|s| s.publishes > 0) {
+            w.sample("consul_dns_sync_publishes_total", &[("backend", state.backend.label())], state.publishes);
+        }
+        w.declare("consul_dns_sync_skipped_entries_total");
+        for state in &backends {
+            w.sample("consul_dns_sync_skipped_entries_total", &[("backend", state.backend.label())], state.skipped);
         }
         w.declare("consul_dns_sync_failures_total");
         let failures = self.sync_failures.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -485,11 +504,11 @@ mod tests {
         b.answered(1, 3, true);
         metrics.tcp().request(33);
         metrics.tcp().responded(0, false, Duration::from_micros(300));
-        metrics.sync_failure(Backend::File, "parse");
-        metrics.sync_failure(Backend::File, "parse");
+        metrics.sync_failure(Backend("file"), "parse");
+        metrics.sync_failure(Backend("file"), "parse");
         metrics.reload(true);
-        metrics.sync_read(Backend::File, SystemTime::now());
-        metrics.published(Backend::File);
+        metrics.sync_read(Backend("file"), SystemTime::now());
+        metrics.published(Backend("file"));
         let text = metrics.render(CatalogGauges { services: 2, instances: 5, nodes: 3, serial: 7 }, SystemTime::now());
         for line in [
             "consul_dns_dns_requests_total{proto=\"udp\",qtype=\"A\"} 2",

@@ -116,13 +116,15 @@ impl FromStr for Sample {
 pub fn sync_succeeded(backend: Backend, trigger: &str, counts: Counts, serial: u32) {
     METRICS.sync_read(backend, SystemTime::now());
     METRICS.published(backend);
-    let message = match backend {
-        Backend::File => "Static catalog loaded.",
-        Backend::Consul => "Consul catalog synced.",
-    };
     let backend = backend.label();
     let (services, instances, nodes) = (counts.services, counts.instances, counts.nodes);
-    info!(backend, trigger, services, instances, nodes, serial, "{message}");
+    info!(backend, trigger, services, instances, nodes, serial, "Catalog published.");
+}
+
+/// A backend published an incremental change (logged by the caller at DEBUG).
+pub fn published(backend: Backend) {
+    METRICS.sync_read(backend, SystemTime::now());
+    METRICS.published(backend);
 }
 
 /// A backend read its source and found what is already served: the catalog is current.
@@ -131,14 +133,22 @@ pub fn sync_unchanged(backend: Backend) {
 }
 
 /// A backend could not read its source; nothing was published. `reason` is the metric label:
-/// a constant from a small fixed set (`read`, `parse`, `timeout`, …), never a message.
-pub fn sync_failed(backend: Backend, reason: &'static str, error: &dyn Display) {
+/// a constant from a small fixed set (`read`, `parse`, `timeout`, …), never a message. Logged
+/// at WARN when it is the `first` of a streak, else at DEBUG.
+pub fn sync_failed(backend: Backend, reason: &'static str, error: &dyn Display, first: bool) {
     METRICS.sync_failure(backend, reason);
-    let message = match backend {
-        Backend::File => "Static catalog rejected; the previous catalog keeps serving.",
-        Backend::Consul => "Consul sync failed; the previous catalog keeps serving.",
-    };
-    warn!(backend = backend.label(), reason, %error, "{message}");
+    let message = "Catalog source failed; the previous catalog keeps serving.";
+    if first {
+        warn!(backend = backend.label(), reason, %error, "{message}");
+    } else {
+        debug!(backend = backend.label(), reason, %error, "{message}");
+    }
+}
+
+/// One entry of a source could not be served and was left out; the rest was published.
+pub fn entry_skipped(backend: Backend, id: &str, reason: &dyn Display) {
+    METRICS.skipped(backend);
+    warn!(backend = backend.label(), id, %reason, "Catalog entry skipped.");
 }
 
 /// A snapshot saved at `saved_at` was restored from disk and serves until the first read.

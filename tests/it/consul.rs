@@ -82,7 +82,7 @@ fn initial_sync_answers_services_nodes_srv_and_meta() {
     assert_eq!(rdata(&d, "n1.node.consul", RecordType::A), ["127.0.0.21"]);
     assert_eq!(rdata(&d, "n1.node.consul", RecordType::TXT), ["rack=r1"], "S3.6 node meta");
     assert_eq!(rcode(&d, "nope.service.consul"), NXDOMAIN);
-    assert!(d.log().contains("Consul catalog synced."), "{}", d.log());
+    assert!(d.log().contains("Catalog published."), "{}", d.log());
     assert!(fake.paths().iter().all(|p| !p.contains("passing&") && !p.ends_with("passing")), "no ?passing (S13)");
     assert!(fake.paths().iter().any(|p| p.contains("stale")), "reads use ?stale");
 }
@@ -122,7 +122,7 @@ fn s4_1_only_passing_drops_warnings() {
     let fake = web_fake("dc1", &[]);
     fake.set_check("dc1", "n1", "service:web-1", "web-1", "warning");
     let d = start(&fake, &["--only-passing"]);
-    eventually(&d, 10 * SEC, "synced", || d.log().contains("Consul catalog synced."));
+    eventually(&d, 10 * SEC, "synced", || d.log().contains("Catalog published."));
     assert_eq!(rcode(&d, "web.service.consul"), NXDOMAIN);
 }
 
@@ -386,7 +386,7 @@ fn sighup_rebuilds_the_consul_catalog_with_new_options_and_check_config_names_co
 
     let (code, out, err) = crate::support::daemon::run_binary(&["--check-config", "--consul", "127.0.0.1:1"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("Consul backend at http://127.0.0.1:1"), "{out}");
+    assert!(out.contains("Consul source at http://127.0.0.1:1"), "{out}");
 }
 
 #[test]

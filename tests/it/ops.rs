@@ -260,7 +260,7 @@ fn grafana_dashboard_queries_only_metrics_a_real_scrape_has() {
     query_tcp(d.addr, "web.service.consul", RecordType::A);
     query_udp(d.addr, "kong-database", RecordType::A, None);
     d.write_catalog("[[nodes]]\nname = \"n1\"\naddres = \"x\"\n");
-    assert!(d.wait_for_log("Static catalog rejected", Duration::from_secs(5)), "{}", d.log());
+    assert!(d.wait_for_log("Catalog source failed", Duration::from_secs(5)), "{}", d.log());
     let scraped = get(d.http(), "/metrics").text();
     let names: std::collections::BTreeSet<&str> =
         scraped.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();

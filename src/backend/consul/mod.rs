@@ -52,54 +52,34 @@
 //! plain data beside the snapshot: ~100 MB RSS for 100,000 instances.
 
 pub mod client;
-pub mod seed;
 pub mod store;
 mod sync;
 pub mod watch;
 pub mod wire;
 
-pub use sync::Syncer;
-
-use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
-use crate::backend::status::FailureReason;
-use crate::config::value::Secret;
+use crate::backend::failure::Failure;
+use crate::backend::publish::Publisher;
+pub use crate::config::ConsulSettings as Settings;
 use watch::Body;
 use wire::WireEntry;
 
-/// Shortest time between two publishes while changes stream in.
-pub const COALESCE: Duration = Duration::from_millis(5);
 /// Longest wait, once one datacenter has synced, for the others before the first publish.
 pub const FIRST_SYNC_GRACE: Duration = Duration::from_secs(5);
-/// Shortest time between two writes of the on-disk snapshot.
-pub const PERSIST_EVERY: Duration = Duration::from_secs(2);
-/// Shortest time between two "still current" marks on the on-disk snapshot.
-pub const CONFIRM_EVERY: Duration = Duration::from_secs(60);
 
-/// How to reach Consul and what to read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// Base URL, `http://127.0.0.1:8500` (H1.1).
-    pub address: String,
-    /// ACL token (H1.2).
-    pub token: Option<Secret>,
-    /// PEM bundle of CAs to trust for https (H1.3).
-    pub ca_cert: Option<PathBuf>,
-    /// Read with `?stale` (H6.3).
-    pub stale: bool,
-    /// Most concurrent requests (H1.4).
-    pub max_conns: usize,
-    /// `wait` of blocking queries (H3.3).
-    pub wait: Duration,
-    /// Datacenters to serve; `None` = every one Consul lists (S2.11).
-    pub datacenters: Option<Vec<String>>,
-    /// Use WAN addresses for remote datacenters (S3.3).
-    pub translate_wan_addrs: bool,
-    /// The local datacenter when configured explicitly (else the agent's).
-    pub datacenter: Option<String>,
+/// Syncs from Consul through `publisher` until `cancel`.
+pub(crate) async fn run(settings: Settings, mut publisher: Publisher, cancel: CancellationToken) {
+    match client::Client::new(&settings) {
+        Ok(client) => sync::Syncer::new(settings, client, publisher).run(cancel).await,
+        Err(error) => {
+            publisher.failed(error.reason(), &error);
+            publisher.finish().await;
+        }
+    }
 }
 
 /// Why one read from Consul failed.
@@ -146,18 +126,18 @@ pub enum SyncError {
 
 impl SyncError {
     /// The failure reason it counts as.
-    pub fn reason(&self) -> FailureReason {
+    pub fn reason(&self) -> Failure {
         match self {
-            SyncError::Setup(_) => FailureReason::OtherStatus,
-            SyncError::Network { source, .. } if source.is_timeout() => FailureReason::Timeout,
-            SyncError::Network { source, .. } if source.is_decode() || source.is_body() => FailureReason::Decode,
-            SyncError::Network { .. } => FailureReason::Network,
-            SyncError::Status { status: 403, .. } => FailureReason::Forbidden,
-            SyncError::Status { status: 429 | 503, .. } => FailureReason::RateLimited,
-            SyncError::Status { status: 500..=599, .. } => FailureReason::ServerError,
-            SyncError::Status { .. } => FailureReason::OtherStatus,
-            SyncError::Decode { .. } => FailureReason::Decode,
-            SyncError::IndexWentBackwards { .. } => FailureReason::IndexWentBackwards,
+            SyncError::Setup(_) => Failure::OtherStatus,
+            SyncError::Network { source, .. } if source.is_timeout() => Failure::Timeout,
+            SyncError::Network { source, .. } if source.is_decode() || source.is_body() => Failure::Decode,
+            SyncError::Network { .. } => Failure::Network,
+            SyncError::Status { status: 403, .. } => Failure::Forbidden,
+            SyncError::Status { status: 429 | 503, .. } => Failure::RateLimited,
+            SyncError::Status { status: 500..=599, .. } => Failure::ServerError,
+            SyncError::Status { .. } => Failure::OtherStatus,
+            SyncError::Decode { .. } => Failure::Decode,
+            SyncError::IndexWentBackwards { .. } => Failure::IndexWentBackwards,
         }
     }
 }
@@ -185,6 +165,11 @@ pub enum Event {
     },
     /// A watch returned with nothing new: the data is still current.
     Confirmed,
-    /// A watch failed (already logged).
-    Failed(FailureReason),
+    /// A watch failed.
+    Failed {
+        /// Why.
+        failure: Failure,
+        /// What happened, for the log (the first failure of a streak is logged).
+        error: String,
+    },
 }

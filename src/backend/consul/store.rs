@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
+use crate::backend::mirror::Mirror;
 use crate::catalog::model::{CatalogData, Instance, MeshEndpoint, MeshKind, Node, lower};
-use crate::catalog::snapshot::{ServiceUpdate, Update};
 
 /// A non-passing check (passing ones are not kept: they never change an answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,11 @@ pub struct Dc {
     checks_seen: bool,
     /// The initial sync has completed: changes are published incrementally from now on.
     pub live: bool,
+    /// Nodes in the catalog: those of the last node list, and those its instances name (a
+    /// health entry may name a node before the node list has it). A node that is neither goes.
     nodes: HashMap<String, Node>,
+    /// Node keys of the last node list.
+    listed: std::collections::HashSet<String>,
     checks: HashMap<String, Vec<Check>>,
     services: HashMap<String, Vec<Member>>,
     /// node → (service ID → service), to find what a node or check change touches.
@@ -44,8 +48,6 @@ pub struct Dc {
     connect_sources: HashMap<String, BTreeSet<String>>,
     /// ingress gateway service → the services it exposes (config entries, S2.10).
     ingress: HashMap<String, BTreeSet<String>>,
-    /// The restored catalog of this DC, served until its first sync completes.
-    restored: Option<CatalogData>,
 }
 
 /// What must be rebuilt at the next publish.
@@ -54,18 +56,14 @@ pub struct Dirty {
     services: BTreeSet<(String, String)>,
     connect: BTreeSet<(String, String)>,
     ingress: BTreeSet<(String, String)>,
+    /// Nodes added, changed or removed.
     nodes: BTreeSet<(String, String)>,
-    removed_nodes: BTreeSet<(String, String)>,
 }
 
 impl Dirty {
     /// Nothing to publish?
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
-            && self.connect.is_empty()
-            && self.ingress.is_empty()
-            && self.nodes.is_empty()
-            && self.removed_nodes.is_empty()
+        self.services.is_empty() && self.connect.is_empty() && self.ingress.is_empty() && self.nodes.is_empty()
     }
 }
 
@@ -79,33 +77,7 @@ pub struct Store {
 impl Store {
     /// Adds a datacenter to serve; `set` chooses LAN or WAN addresses (S3.3).
     pub fn add_dc(&mut self, name: &str, set: AddressSet) {
-        let restored = self.dcs.remove(&*lower(name)).and_then(|dc| dc.restored);
-        self.dcs.insert(lower(name).into_owned(), Dc::new(name, set, restored));
-    }
-
-    /// Seeds restored data: served for each DC until that DC has synced.
-    pub fn seed(&mut self, data: CatalogData) {
-        let mut by_dc: BTreeMap<String, CatalogData> = BTreeMap::new();
-        for node in data.nodes {
-            by_dc.entry(lower(&node.datacenter).into_owned()).or_default().nodes.push(node);
-        }
-        for inst in data.instances {
-            by_dc.entry(lower(&inst.datacenter).into_owned()).or_default().instances.push(inst);
-        }
-        for endpoint in data.mesh {
-            by_dc.entry(lower(&endpoint.instance.datacenter).into_owned()).or_default().mesh.push(endpoint);
-        }
-        for (key, part) in by_dc {
-            let name = part.nodes.first().map_or_else(|| key.clone(), |n| n.datacenter.clone());
-            let mut dc = Dc::new(&name, AddressSet::Lan, Some(part));
-            dc.live = false;
-            self.dcs.insert(key, dc);
-        }
-    }
-
-    /// Drops restored datacenters that are no longer served.
-    pub fn retain_dcs(&mut self, served: &[String]) {
-        self.dcs.retain(|key, _| served.iter().any(|s| lower(s) == key.as_str()));
+        self.dcs.insert(lower(name).into_owned(), Dc::new(name, set));
     }
 
     /// Datacenter by name.
@@ -161,12 +133,13 @@ impl Store {
                 dc.node_changed(key, dirty);
             }
         }
+        dc.listed = next.keys().cloned().collect();
         let removed: Vec<String> = dc.nodes.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
         for key in removed {
             if dc.by_node.get(&key).is_some_and(|ids| !ids.is_empty()) {
                 next.insert(key.clone(), dc.nodes[&key].clone());
             } else {
-                dirty.removed_nodes.insert((dc.name.clone(), key));
+                dirty.nodes.insert((dc.key(), key));
             }
         }
         dc.nodes = next;
@@ -270,7 +243,6 @@ impl Store {
             return false;
         }
         dc.live = true;
-        dc.restored = None;
         true
     }
 
@@ -288,109 +260,59 @@ impl Store {
         }
     }
 
-    /// Takes what is dirty, for an incremental update (refresh health first).
-    pub fn take_dirty(&mut self) -> Dirty {
-        std::mem::take(&mut self.dirty)
-    }
-
-    /// Anything changed since the last take?
+    /// Anything changed since the last export?
     pub fn is_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }
 
-    /// The snapshot update for `dirty`: live datacenters only (the others are published whole
-    /// when they go live).
-    pub fn update<'s>(&'s self, dirty: &'s Dirty) -> Update<'s> {
-        let mut update = Update::default();
+    /// Recomputes health, takes what is dirty and names its services (`.connect`/`.ingress` for
+    /// mesh names), services first, each kind sorted.
+    #[cfg(test)]
+    pub(crate) fn dirty_service_names(&mut self) -> Vec<String> {
+        self.refresh_health();
+        let dirty = std::mem::take(&mut self.dirty);
+        let names = |set: &BTreeSet<(String, String)>, suffix: &str| {
+            set.iter().map(|(_, name)| format!("{name}{suffix}")).collect::<Vec<_>>()
+        };
+        [names(&dirty.services, ""), names(&dirty.connect, ".connect"), names(&dirty.ingress, ".ingress")].concat()
+    }
+
+    /// Datacenter `dc` (lower-case key) as plain data with its name, if it is served.
+    pub fn dc_data(&mut self, dc: &str) -> Option<(String, CatalogData)> {
+        let d = self.dcs.get(dc)?;
+        let mut data = CatalogData::default();
+        d.export(&mut data);
+        Some((d.name.clone(), data))
+    }
+
+    /// Hands what changed in live datacenters to `mirror` (health recomputed first); changes
+    /// in datacenters still syncing are dropped: they reach the mirror whole when they go live.
+    pub(crate) fn export_changes(&mut self, mirror: &mut Mirror) {
+        self.refresh_health();
+        let dirty = std::mem::take(&mut self.dirty);
         let live = |dc: &str| self.dcs.get(dc).filter(|d| d.live);
-        for (dc, key) in &dirty.removed_nodes {
-            if let Some(d) = live(dc.to_ascii_lowercase().as_str()) {
-                update.removed_nodes.push((&d.name, key));
-            }
-        }
         for (dc, key) in &dirty.nodes {
-            if let Some(node) = live(dc).and_then(|d| d.nodes.get(key)) {
-                update.nodes.push(node);
+            let Some(d) = live(dc) else { continue };
+            match d.nodes.get(key) {
+                Some(node) => mirror.set_node(node.clone()),
+                None => mirror.remove_node(&d.name, key),
             }
         }
         for (dc, key) in &dirty.services {
             if let Some(d) = live(dc) {
-                let instances = d.services.get(key).map_or_else(Vec::new, |m| m.iter().map(|m| &*m.instance).collect());
-                update.services.push(ServiceUpdate { datacenter: &d.name, name: key, mesh: None, instances });
+                let instances =
+                    d.services.get(key).map_or_else(Vec::new, |m| m.iter().map(|m| Arc::clone(&m.instance)).collect());
+                mirror.set_service(&d.name, None, key, instances);
             }
         }
         for (kind, set) in [(MeshKind::Connect, &dirty.connect), (MeshKind::Ingress, &dirty.ingress)] {
             for (dc, key) in set {
                 if let Some(d) = live(dc) {
-                    let instances = d.mesh_endpoints(kind, key);
-                    update.services.push(ServiceUpdate { datacenter: &d.name, name: key, mesh: Some(kind), instances });
+                    let instances = d.mesh_endpoints(kind, key).into_iter().map(|i| Arc::new(i.clone())).collect();
+                    mirror.set_service(&d.name, Some(kind), key, instances);
                 }
             }
         }
-        update
-    }
-
-    /// The whole catalog as plain data: live datacenters from their sync, the others as
-    /// restored.
-    pub fn catalog_data(&self) -> CatalogData {
-        let mut data = CatalogData::default();
-        for dc in self.dcs.values() {
-            match (&dc.restored, dc.live) {
-                (Some(restored), false) => {
-                    data.nodes.extend(restored.nodes.iter().cloned());
-                    data.instances.extend(restored.instances.iter().cloned());
-                    data.mesh.extend(restored.mesh.iter().cloned());
-                }
-                (_, true) => dc.export(&mut data),
-                (None, false) => {}
-            }
-        }
-        data
-    }
-}
-
-/// The catalog as shared pieces, cheap to take on the sync loop and turned into
-/// [`CatalogData`] off it (for the on-disk copy).
-#[derive(Debug, Default)]
-pub struct Shared {
-    nodes: Vec<crate::catalog::model::Node>,
-    instances: Vec<Arc<Instance>>,
-    restored: Vec<CatalogData>,
-}
-
-impl Shared {
-    /// The plain catalog (clones every instance: run it off the async runtime).
-    pub fn into_data(self) -> CatalogData {
-        let mut data = CatalogData { nodes: self.nodes, ..CatalogData::default() };
-        data.instances.extend(self.instances.iter().map(|i| (**i).clone()));
-        for part in self.restored {
-            data.nodes.extend(part.nodes);
-            data.instances.extend(part.instances);
-            data.mesh.extend(part.mesh);
-        }
-        data
-    }
-}
-
-impl Store {
-    /// [`Store::catalog_data`] as shared pieces; mesh endpoints are rebuilt from the instances.
-    pub fn shared(&self) -> Shared {
-        let mut shared = Shared::default();
-        for dc in self.dcs.values() {
-            match (&dc.restored, dc.live) {
-                (Some(restored), false) => shared.restored.push(restored.clone()),
-                (_, true) => {
-                    shared.nodes.extend(dc.nodes.values().cloned());
-                    let mesh = dc.mesh();
-                    if !mesh.is_empty() {
-                        shared.restored.push(CatalogData { mesh, ..CatalogData::default() });
-                    }
-                    shared.instances.extend(dc.services.values().flatten().map(|m| Arc::clone(&m.instance)));
-                }
-                (None, false) => {}
-            }
-        }
-        shared
     }
 }
 
@@ -407,7 +329,7 @@ fn changed_service_ids(old: Option<&Vec<Check>>, new: Option<&Vec<Check>>) -> BT
 }
 
 impl Dc {
-    fn new(name: &str, set: AddressSet, restored: Option<CatalogData>) -> Dc {
+    fn new(name: &str, set: AddressSet) -> Dc {
         Dc {
             name: name.to_owned(),
             set,
@@ -416,12 +338,12 @@ impl Dc {
             checks_seen: false,
             live: false,
             nodes: HashMap::new(),
+            listed: Default::default(),
             checks: HashMap::new(),
             services: HashMap::new(),
             by_node: HashMap::new(),
             connect_sources: HashMap::new(),
             ingress: HashMap::new(),
-            restored,
         }
     }
 
@@ -496,11 +418,15 @@ impl Dc {
             return;
         }
         self.mark_service(key, dirty);
-        for member in self.services.remove(key).into_iter().flatten() {
-            self.unindex(key, &member);
+        let old = self.services.remove(key).unwrap_or_default();
+        for member in &old {
+            self.unindex(key, member);
         }
         for member in &members {
             self.index(key, member);
+        }
+        for node in old.iter().filter_map(|m| m.instance.node.as_deref()) {
+            self.drop_if_unreferenced(&lower(node), dirty);
         }
         if !members.is_empty() {
             self.services.insert(key.to_owned(), members);
@@ -521,6 +447,13 @@ impl Dc {
         }
         if member.native {
             self.connect_sources.entry(key.to_owned()).or_default().insert(key.to_owned());
+        }
+    }
+
+    /// A node the node list no longer has goes with its last instance.
+    fn drop_if_unreferenced(&mut self, node: &str, dirty: &mut Dirty) {
+        if !self.listed.contains(node) && !self.by_node.contains_key(node) && self.nodes.remove(node).is_some() {
+            dirty.nodes.insert((self.key(), node.to_owned()));
         }
     }
 

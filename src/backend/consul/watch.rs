@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::client::Client;
 use super::wire::{ServiceList, WireCheck, WireIngress, WireNode};
 use super::{Event, SyncError};
 use crate::backend::backoff::{Backoff, RateLimit};
-use crate::backend::status::FailureReason;
+use crate::backend::failure::Failure;
 
 /// Retry delays after errors: 100 ms doubling to 30 s, +50% jitter (H3.7).
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -142,16 +142,14 @@ pub async fn run(client: Client, dc: String, topic: Topic, events: mpsc::Sender<
             Err(SyncError::IndexWentBackwards { sent, returned }) => {
                 // H3.6 rule 1: the index is 0 again, so the next round re-reads at once.
                 debug!(watch, sent, returned, "Consul index went backwards; reading again.");
-                Event::Failed(FailureReason::IndexWentBackwards)
+                let error = format!("{watch}: index went backwards from {sent} to {returned}; reading again");
+                Event::Failed { failure: Failure::IndexWentBackwards, error }
             }
             Err(error) => {
                 let delay = backoff.next_delay();
-                if backoff.failures() == 1 {
-                    warn!(watch, %error, "Consul read failed; the last good catalog keeps serving.");
-                } else {
-                    debug!(watch, %error, ?delay, "Consul read failed again.");
-                }
-                if events.send(Event::Failed(error.reason())).await.is_err() {
+                debug!(watch, %error, ?delay, "Consul read failed; retrying.");
+                let failed = Event::Failed { failure: error.reason(), error: format!("{watch}: {error}") };
+                if events.send(failed).await.is_err() {
                     return;
                 }
                 tokio::select! {

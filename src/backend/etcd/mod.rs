@@ -3,11 +3,13 @@
 //! Read with one range read at a revision, then followed by a watch from the next revision.
 
 pub mod client;
+pub(crate) mod watch;
 
 use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::backend::failure::Failure;
 use crate::backend::registry::{BadRow, NodeEntry, Registration, ServiceEntry, Tables};
 pub use client::EtcdClient;
 use client::{Compare, KeyValue};
@@ -47,13 +49,15 @@ pub enum EtcdError {
 }
 
 impl EtcdError {
-    /// The metric label of this failure.
-    pub fn reason(&self) -> &'static str {
+    /// The failure reason this error is counted under.
+    pub(crate) fn failure(&self) -> Failure {
         match self {
-            EtcdError::Unreachable(_) => "network",
-            EtcdError::Timeout(_) => "timeout",
-            EtcdError::Decode(_) => "decode",
-            _ => "read",
+            EtcdError::Unreachable(_) => Failure::Network,
+            EtcdError::Timeout(_) => Failure::Timeout,
+            EtcdError::Decode(_) => Failure::Decode,
+            EtcdError::Status { status: 401 | 403, .. } => Failure::Forbidden,
+            EtcdError::Status { status: 429 | 503, .. } => Failure::RateLimited,
+            _ => Failure::ServerError,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The SQL source: the catalog in SQLite, MySQL/MariaDB or PostgreSQL tables (see
 //! [`schema`]), written by `consul-dns db` or by anything else that writes rows.
 
+pub(crate) mod poll;
 pub mod schema;
 pub mod store;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::backend::failure::Failure;
 use crate::config::database::DatabaseUrl;
 pub use store::SqlStore;
 
@@ -99,14 +101,21 @@ impl SqlError {
         }
     }
 
-    /// The metric label of this failure (`consul_dns_sync_failures_total{reason}`).
-    pub fn reason(&self) -> &'static str {
+    /// The failure reason this error is counted under.
+    pub(crate) fn failure(&self) -> Failure {
         match self {
-            SqlError::Unreachable(_) => "network",
-            SqlError::Timeout(_) => "timeout",
-            SqlError::NotInitialized(_) | SqlError::SchemaTooNew { .. } | SqlError::Migration { .. } => "schema",
-            SqlError::Config(_) => "config",
-            _ => "read",
+            SqlError::Unreachable(_) => Failure::Network,
+            SqlError::Timeout(_) => Failure::Timeout,
+            SqlError::NotInitialized(_) | SqlError::SchemaTooNew { .. } | SqlError::Migration { .. } => Failure::Schema,
+            SqlError::Config(_) => Failure::Invalid,
+            SqlError::Query(text)
+                if ["Access denied", "password authentication failed", "permission denied"]
+                    .iter()
+                    .any(|m| text.contains(m)) =>
+            {
+                Failure::Forbidden
+            }
+            _ => Failure::ServerError,
         }
     }
 }

@@ -124,3 +124,35 @@ fn s4_update_drops_a_service_whose_instances_all_fail() {
     assert!(next.datacenter(None).unwrap().lookup(None, b"web").is_none());
     assert_eq!(next.counts().instances, before.counts().instances - 1);
 }
+
+/// Finding: with two nodes on one address, an update that removed the first left no PTR, and
+/// one that changed only the second moved the PTR to it; a full build decides otherwise.
+#[test]
+fn s3_8_reverse_map_after_updates_equals_a_full_build_with_shared_addresses() {
+    let shared = || CatalogData {
+        nodes: vec![node("n1", "10.0.0.1"), node("n2", "10.0.0.1")],
+        instances: vec![instance("web", "web-1", "n1", Some("10.0.0.1"))],
+        mesh: vec![],
+    };
+    let before = Snapshot::build(&shared(), options());
+    let ip: IpAddr = "10.0.0.1".parse().unwrap();
+    let ptr = |s: &Snapshot| s.reverse(&ip).map(|p| String::from_utf8_lossy(p.labels()).into_owned());
+    assert_eq!(ptr(&before).as_deref(), Some("\u{2}n1\u{4}node\u{3}dc1"), "the lowest node name wins");
+
+    let mut n2 = node("n2", "10.0.0.1");
+    n2.meta = vec![("rack".into(), "a".into())];
+    let meta_only = Update { nodes: vec![&n2], ..Update::default() };
+    let mut expected = shared();
+    expected.nodes[1] = n2.clone();
+    assert_eq!(view(&before.update(&meta_only, options())), view(&Snapshot::build(&expected, options())));
+
+    let remove_n1 = Update {
+        removed_nodes: vec![("dc1", "n1")],
+        services: vec![ServiceUpdate { datacenter: "dc1", name: "web", mesh: None, instances: vec![] }],
+        ..Update::default()
+    };
+    let after = before.update(&remove_n1, options());
+    let expected = CatalogData { nodes: vec![node("n2", "10.0.0.1")], ..CatalogData::default() };
+    assert_eq!(view(&after), view(&Snapshot::build(&expected, options())));
+    assert_eq!(ptr(&after).as_deref(), Some("\u{2}n2\u{4}node\u{3}dc1"), "the other node takes over");
+}

@@ -56,6 +56,7 @@ pub enum Action {
 pub struct Scratch {
     order: Vec<u32>,
     glue: Vec<u8>,
+    glue_seen: service::GlueSeen,
     rng: fastrand::Rng,
 }
 
@@ -72,7 +73,7 @@ impl Scratch {
     }
 
     fn with_rng(rng: fastrand::Rng) -> Scratch {
-        Scratch { order: Vec::new(), glue: Vec::new(), rng }
+        Scratch { order: Vec::new(), glue: Vec::new(), glue_seen: service::GlueSeen::default(), rng }
     }
 }
 

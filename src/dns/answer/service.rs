@@ -5,7 +5,7 @@
 use super::writer::{Owner, Section, Writer};
 use super::{Context, Reply, Scratch, negative, shuffle_step};
 use crate::catalog::model::MeshKind;
-use crate::catalog::records::{Addr, Family, PreparedInstance, Target, addr_labels, flags};
+use crate::catalog::records::{Addr, Family, NodeRecords, PreparedInstance, Target, addr_labels, flags};
 use crate::catalog::snapshot::{Datacenter, ServiceRecords, TagFilter};
 use crate::dns::name::ServiceKind;
 use crate::wire::{rcode, rtype};
@@ -145,9 +145,58 @@ fn addresses(
     Reply { rcode: rcode::NOERROR, authoritative: true, truncated }
 }
 
+/// One additional record an SRV answer carries: a target's address (by node, or for an
+/// `.addr.` target by the address alone) or a node's meta TXT set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Glue {
+    Address(usize, [u8; 16]),
+    Txt(usize),
+}
+
+impl Glue {
+    fn address(node: Option<&NodeRecords>, ip: &Addr) -> Glue {
+        let mut bytes = [0u8; 16];
+        let rdata = ip.rdata();
+        bytes[..rdata.len().min(16)].copy_from_slice(&rdata[..rdata.len().min(16)]);
+        Glue::Address(node.map_or(0, |n| n as *const NodeRecords as usize), bytes)
+    }
+}
+
+/// The additional records already in a response (RFC 2181 §5.5: an RRset holds no duplicate
+/// records): a short list for the usual few answers, a set for large TCP ones.
+#[derive(Debug, Default)]
+pub(super) struct GlueSeen {
+    list: Vec<Glue>,
+    set: std::collections::HashSet<Glue, foldhash::fast::RandomState>,
+}
+
+impl GlueSeen {
+    fn clear(&mut self) {
+        self.list.clear();
+        if !self.set.is_empty() {
+            self.set.clear();
+        }
+    }
+
+    fn contains(&self, glue: &Glue) -> bool {
+        if self.list.len() < LINEAR_DEDUP_MAX { self.list.contains(glue) } else { self.set.contains(glue) }
+    }
+
+    fn insert(&mut self, glue: Glue) {
+        if self.list.len() < LINEAR_DEDUP_MAX {
+            self.list.push(glue);
+            if self.list.len() == LINEAR_DEDUP_MAX {
+                self.set.extend(self.list.iter().copied());
+            }
+        } else {
+            self.set.insert(glue);
+        }
+    }
+}
+
 /// SRV (S3.5): one record per shuffled instance, each followed (in the additional section) by
-/// its target's address and its node's meta; an instance is only added with all of its
-/// additional records, so every SRV in a response carries its glue.
+/// its target's address and its node's meta, each distinct record once; an instance is only
+/// added with all of its additional records, so every SRV in a response carries its glue.
 fn srv(
     ctx: &Context<'_>,
     w: &mut Writer<'_>,
@@ -158,6 +207,7 @@ fn srv(
 ) -> Reply {
     candidates(scratch, records, filter, 1, |_| true, flags::SRV_DUP, PreparedInstance::srv_key);
     scratch.glue.clear();
+    scratch.glue_seen.clear();
     let question = ctx.req.question;
     let meta_txt = ctx.snapshot.options().node_meta_txt;
     let mut glue_count = 0u16;
@@ -184,13 +234,16 @@ fn srv(
         let target_at = w.position() + w.record_len(Owner::Question, 6);
         let target_owner =
             if target_at < MAX_POINTER_OFFSET { Owner::At(target_at) } else { Owner::Relative(parts[0], parts[1]) };
+        let address_glue = glue_ip.map(|ip| (ip, Glue::address(target_node(target), ip)));
+        let address_glue = address_glue.filter(|(_, key)| !scratch.glue_seen.contains(key));
         let txt = inst.node.as_deref().filter(|n| meta_txt && relative && !n.txt.is_empty());
+        let txt = txt.filter(|n| !scratch.glue_seen.contains(&Glue::Txt(*n as *const NodeRecords as usize)));
         let txt_owner = match target {
             Target::Node(..) => target_owner,
             _ => Owner::Relative(txt.map_or(&[][..], |n| &n.labels), &[]),
         };
         let srv_len = w.srv_len(&parts, relative, question);
-        let glue_len = glue_ip.map_or(0, |ip| w.record_len(target_owner, ip.rdata().len()))
+        let glue_len = address_glue.map_or(0, |(ip, _)| w.record_len(target_owner, ip.rdata().len()))
             + txt.map_or(0, |n| n.txt.iter().map(|t| w.record_len(txt_owner, t.len())).sum());
         let fits = srv_len + glue_len + scratch.glue.len() <= w.room();
         if !fits && i > 0 {
@@ -202,15 +255,27 @@ fn srv(
         if !fits {
             continue; // the one answer always kept (S7.3), without glue that does not fit
         }
-        if let Some(ip) = glue_ip {
+        if let Some((ip, key)) = address_glue {
             w.record_into(&mut scratch.glue, target_owner, ip.rtype(), records.ttl, ip.rdata());
+            scratch.glue_seen.insert(key);
             glue_count += 1;
         }
-        for rdata in txt.map_or(&[][..], |n| &n.txt) {
-            w.record_into(&mut scratch.glue, txt_owner, rtype::TXT, records.ttl, rdata);
-            glue_count += 1;
+        if let Some(node) = txt {
+            for rdata in &node.txt {
+                w.record_into(&mut scratch.glue, txt_owner, rtype::TXT, records.ttl, rdata);
+                glue_count += 1;
+            }
+            scratch.glue_seen.insert(Glue::Txt(node as *const NodeRecords as usize));
         }
     }
     w.append_records(Section::Additional, &scratch.glue, glue_count);
     Reply { rcode: rcode::NOERROR, authoritative: true, truncated }
+}
+
+/// The node an SRV target names, if it names one (its glue is that node's address record).
+fn target_node<'a>(target: Target<'a>) -> Option<&'a NodeRecords> {
+    match target {
+        Target::Node(node, _) => Some(node),
+        Target::Addr(_) | Target::Host(_) => None,
+    }
 }

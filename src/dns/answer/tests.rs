@@ -694,3 +694,35 @@ fn s3_4_s3_5_duplicates_collapse_but_tag_filters_still_see_the_second_twin() {
     assert_eq!(b.answer.len(), 2, "twin-2 is answered although its twin twin-1 lacks tag b: {:?}", b.answer);
     assert_eq!(f.ask_edns("a.twin.service.consul", rtype::A, 1232).answer, ["a.twin.service.consul. 5 IN A 10.0.0.1"]);
 }
+
+/// Finding: two instances on one node repeated the node's A and TXT records in the additional
+/// section (RFC 2181 §5.5: no duplicate records in an RRset), over TCP for every instance.
+#[test]
+fn s3_5_srv_glue_holds_each_distinct_record_once() {
+    let mut data = catalog();
+    data.nodes.push(node("node-a", "10.0.5.1", &[("rack", "r9"), ("zone", "z1")]));
+    for i in 0..40u16 {
+        data.instances.push(instance("dup", &format!("dup-{i}"), "node-a", None, 7000 + i, &[], Health::Passing));
+    }
+    data.instances.push(instance("dup", "dup-own", "node2", Some("10.0.5.9"), 7100, &[], Health::Passing));
+    data.instances.push(instance("dup", "dup-own2", "node1", Some("10.0.5.9"), 7101, &[], Health::Passing));
+    let mut f = Fixture::with(data, options(), settings());
+    for (transport, answers) in [(Transport::Udp, 3), (Transport::Tcp, 42)] {
+        let r = f.packet(&query("dup.service.consul", rtype::SRV, None), transport);
+        assert_eq!(r.answer.len(), answers, "{transport:?}");
+        let mut distinct = r.additional.clone();
+        distinct.dedup();
+        assert_eq!(distinct, r.additional, "{transport:?}: duplicate additional records");
+    }
+    let tcp = f.packet(&query("dup.service.consul", rtype::SRV, None), Transport::Tcp);
+    assert_eq!(
+        tcp.additional,
+        [
+            "0a000509.addr.dc1.consul. 5 IN A 10.0.5.9",
+            "node-a.node.dc1.consul. 5 IN A 10.0.5.1",
+            "node-a.node.dc1.consul. 5 IN TXT rack=r9",
+            "node-a.node.dc1.consul. 5 IN TXT zone=z1",
+            "node1.node.dc1.consul. 5 IN TXT rack=r1",
+        ]
+    );
+}

@@ -40,20 +40,12 @@ fn live_store() -> Store {
     store.apply_health("dc1", "web", vec![entry("web", "web-1", "n1", &[]), entry("web", "web-2", "n2", &[])]);
     store.apply_health("dc1", "api", vec![entry("api", "api-1", "n1", &[])]);
     assert!(store.try_go_live("dc1", false));
-    store.take_dirty();
+    store.dirty_service_names();
     store
 }
 
 fn dirty_services(store: &mut Store) -> Vec<String> {
-    store.refresh_health();
-    let dirty = store.take_dirty();
-    let update = store.update(&dirty);
-    let suffix = |mesh: Option<MeshKind>| match mesh {
-        None => "",
-        Some(MeshKind::Connect) => ".connect",
-        Some(MeshKind::Ingress) => ".ingress",
-    };
-    update.services.iter().map(|s| format!("{}{}", s.name, suffix(s.mesh))).collect()
+    store.dirty_service_names()
 }
 
 fn health(store: &Store, service: &str, id: &str) -> Health {
@@ -104,7 +96,7 @@ fn services_list_changes_pick_what_to_read() {
     assert_eq!(fetch, ["db", "web"], "new and re-tagged services");
     let fetch = store.apply_services("dc1", list(&[("web", &["v1", "v2"]), ("api", &[]), ("db", &[])]));
     assert_eq!(fetch, ["api", "db", "web"], "a move with no visible change reads everything (H3.4)");
-    store.take_dirty();
+    store.dirty_service_names();
     store.apply_services("dc1", list(&[("web", &["v1", "v2"])]));
     assert_eq!(dirty_services(&mut store), ["api"], "a deregistered service is rebuilt as gone");
 }
@@ -142,29 +134,11 @@ fn s2_10_proxies_feed_connect_names() {
     store.apply_services("dc1", list(&[("web", &["v1"]), ("api", &[]), ("web-sidecar-proxy", &[])]));
     store.apply_health("dc1", "web-sidecar-proxy", serde_json::from_str(json).unwrap());
     assert_eq!(dirty_services(&mut store), ["web-sidecar-proxy", "web.connect"]);
-    let data = store.catalog_data();
+    let data = store.dc_data("dc1").unwrap().1;
     assert_eq!(data.mesh.len(), 1);
     assert_eq!((data.mesh[0].service.as_str(), data.mesh[0].instance.port), ("web", 21000));
     store.apply_checks("dc1", vec![check("n1", "_node_maintenance", "", "critical", 30)], 30);
     assert_eq!(dirty_services(&mut store), ["api", "web", "web-sidecar-proxy", "web.connect"]);
-}
-
-#[test]
-fn restored_data_stands_in_until_the_dc_is_live() {
-    let restored = live_store().catalog_data();
-    let mut store = Store::default();
-    store.seed(restored.clone());
-    store.add_dc("dc1", AddressSet::Lan);
-    assert_eq!(store.catalog_data().instances.len(), 3, "restored");
-    store.apply_services("dc1", list(&[("web", &[])]));
-    store.apply_nodes("dc1", vec![]);
-    store.apply_checks("dc1", vec![], 1);
-    store.apply_health("dc1", "web", vec![entry("web", "web-9", "n9", &[])]);
-    assert_eq!(store.catalog_data().instances.len(), 3, "still restored while syncing");
-    assert!(store.try_go_live("dc1", false));
-    let live = store.catalog_data();
-    assert_eq!(live.instances.len(), 1);
-    assert_eq!(live.instances[0].id, "web-9");
 }
 
 #[test]
@@ -186,8 +160,31 @@ fn s2_10_ingress_config_entries_feed_ingress_names() {
     assert!(dirty_services(&mut store).is_empty(), "same config, nothing to rebuild");
     store.apply_checks("dc1", vec![check("n2", "_node_maintenance", "", "critical", 40)], 40);
     assert_eq!(dirty_services(&mut store), ["edge", "web", "web.ingress"]);
-    let data = store.catalog_data();
+    let data = store.dc_data("dc1").unwrap().1;
     assert_eq!(data.mesh.iter().filter(|m| m.kind == MeshKind::Ingress).count(), 1);
     store.apply_ingress("dc1", &[]);
     assert_eq!(dirty_services(&mut store), ["web.ingress"], "config deleted");
+}
+
+/// Finding: a deregistered node kept answering. The node list dropped it while its instance
+/// was still listed; when the services watch then dropped the instance, nothing removed the node.
+#[test]
+fn a_node_gone_from_the_node_list_goes_with_its_last_instance() {
+    let mut store = live_store();
+    let mut mirror = Mirror::default();
+    store.export_changes(&mut mirror);
+    store.apply_services("dc1", list(&[("web", &["v1"]), ("api", &[]), ("newsvc", &[])]));
+    store.apply_health("dc1", "newsvc", vec![entry("newsvc", "newsvc-1", "node-new", &[])]);
+    store.export_changes(&mut mirror);
+    let nodes =
+        |store: &Store| store.dc("dc1").unwrap().nodes.keys().cloned().collect::<std::collections::BTreeSet<_>>();
+    assert!(nodes(&store).contains("node-new"), "learned from the health entry");
+    store.apply_nodes("dc1", vec![]);
+    assert!(nodes(&store).contains("node-new"), "still named by its instance");
+    store.apply_services("dc1", list(&[("web", &["v1"]), ("api", &[])]));
+    assert!(!nodes(&store).contains("node-new"), "gone with its last instance");
+    store.export_changes(&mut mirror);
+    let data = mirror.data();
+    assert!(data.nodes.iter().all(|n| n.name != "node-new"), "and from what is published");
+    assert!(nodes(&store).contains("n1"), "nodes with instances stay even when unlisted");
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+use crate::backend::failure::Failure;
 use crate::catalog::model::{
     Address, CatalogData, Health, Instance, ModelError, Node, TaggedAddresses, Weights, is_dns_label, is_dns_name,
     lower,
@@ -44,6 +45,14 @@ pub enum CatalogFileError {
         /// The offending line.
         line_text: String,
     },
+    /// A file with nothing in it: most likely caught in the middle of a write.
+    #[error(
+        "catalog {path} is empty; an empty catalog is never served (write the new file elsewhere and rename it into place)"
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// An entry that parses but cannot be served.
     #[error("{path}:{location}: {message}")]
     Entry {
@@ -57,12 +66,13 @@ pub enum CatalogFileError {
 }
 
 impl CatalogFileError {
-    /// The `reason` label of `consul_dns_sync_failures_total`.
-    pub fn reason(&self) -> &'static str {
+    /// Why, in the vocabulary every source counts failures by.
+    pub(crate) fn failure(&self) -> Failure {
         match self {
-            CatalogFileError::Read { .. } => "read",
-            CatalogFileError::Syntax { .. } => "parse",
-            CatalogFileError::Entry { .. } => "invalid",
+            CatalogFileError::Read { .. } => Failure::Read,
+            CatalogFileError::Syntax { .. } => Failure::Parse,
+            CatalogFileError::Empty { .. } => Failure::Empty,
+            CatalogFileError::Entry { .. } => Failure::Invalid,
         }
     }
 }
@@ -153,6 +163,9 @@ pub fn load(path: &Path, default_dc: &str) -> Result<CatalogData, CatalogFileErr
 
 /// Converts catalog text; the format follows the file name (`.json` or TOML).
 pub fn parse(path: &Path, text: &str, default_dc: &str) -> Result<CatalogData, CatalogFileError> {
+    if text.trim().is_empty() {
+        return Err(CatalogFileError::Empty { path: path.to_owned() });
+    }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
         let file: FileCatalog<String> = serde_json::from_str(text).map_err(|e| {
             let offset = text.lines().take(e.line().saturating_sub(1)).map(|l| l.len() + 1).sum::<usize>()

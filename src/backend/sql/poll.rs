@@ -1,0 +1,135 @@
+//! The SQL source's loop: probe the change counter every `db_poll_interval` (PostgreSQL: also
+//! on `NOTIFY`), and when it moved read both tables and hand the whole catalog to the
+//! publisher, which publishes only what changed. A failed probe or read publishes nothing: the
+//! last good catalog keeps serving while the store is retried with a short capped backoff.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::SqlError;
+use super::schema::NOTIFY_CHANNEL;
+use super::store::SqlStore;
+use crate::backend::backoff::Backoff;
+use crate::backend::publish::{Publisher, sleep_until};
+use crate::backend::registry::{Tables, to_catalog};
+use crate::config::database::{DatabaseSettings, Dialect};
+
+/// Retries after a failure start here …
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// … and stop growing here, so recovery is quick.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Runs the SQL source until `cancel`.
+pub(crate) async fn run(settings: DatabaseSettings, mut publisher: Publisher, cancel: CancellationToken) {
+    let store = match SqlStore::open(&settings.url, false) {
+        Ok(store) => store,
+        Err(error) => {
+            publisher.failed(error.failure(), &error);
+            cancel.cancelled().await;
+            return publisher.finish().await;
+        }
+    };
+    let mut backoff = match Backoff::try_new(RETRY_MIN, RETRY_MAX, 0.2) {
+        Ok(backoff) => backoff,
+        Err(error) => unreachable!("constant backoff settings are valid: {error}"),
+    };
+    let mut listener: Option<PgListener> = None;
+    let mut seen: Option<i64> = None;
+    let mut wait = Duration::ZERO; // the first probe at once
+    loop {
+        let due = publisher.due();
+        let force = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = publisher.options_changed() => true,
+            _ = tokio::time::sleep(wait) => false,
+            notified = notification(&mut listener) => {
+                if !notified {
+                    listener = None; // reconnected after the next good probe
+                }
+                false
+            }
+            _ = sleep_until(due) => {
+                publisher.tick().await;
+                continue;
+            }
+        };
+        wait = match sync(&store, &mut publisher, &mut seen, force).await {
+            Ok(()) => {
+                backoff.reset();
+                if listener.is_none() && store.dialect() == Dialect::Postgres {
+                    listener = listen(&settings).await;
+                }
+                settings.poll_interval
+            }
+            Err(error) => {
+                publisher.failed(error.failure(), &error);
+                listener = None;
+                backoff.next_delay()
+            }
+        };
+    }
+    store.close().await;
+    publisher.finish().await;
+}
+
+/// One probe, and a read when the counter moved (or `force`).
+async fn sync(
+    store: &SqlStore,
+    publisher: &mut Publisher,
+    seen: &mut Option<i64>,
+    force: bool,
+) -> Result<(), SqlError> {
+    let counter = store.counter().await?;
+    if !force && *seen == Some(counter) {
+        publisher.unchanged();
+        return Ok(());
+    }
+    let (counter, tables) = store.read().await?;
+    *seen = Some(counter);
+    publish(tables, publisher, "database changed").await;
+    Ok(())
+}
+
+/// Converts what was read, reporting each skipped row, and publishes the rest.
+pub(crate) async fn publish(tables: Tables, publisher: &mut Publisher, trigger: &'static str) {
+    let datacenter = publisher.datacenter();
+    let mut skipped: Vec<(String, String)> = tables.bad.into_iter().map(|bad| (bad.id, bad.reason)).collect();
+    let data = to_catalog(tables.nodes, tables.services, &datacenter, &mut |id, reason| {
+        skipped.push((id.to_owned(), reason.to_string()));
+    });
+    for (id, reason) in &skipped {
+        publisher.skipped(id, reason);
+    }
+    // A conversion that passed every entry's checks is valid; `full` still checks, and a
+    // rejection is counted there with the last good catalog kept.
+    let _ = publisher.full(data, trigger).await;
+}
+
+/// PostgreSQL: a connection that LISTENs on the trigger's channel. `None` when it cannot be
+/// set up (the probe still runs every interval).
+async fn listen(settings: &DatabaseSettings) -> Option<PgListener> {
+    let connect = async {
+        let mut listener = PgListener::connect(settings.url.expose()).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
+    match tokio::time::timeout(super::store::CALL_TIMEOUT, connect).await {
+        Ok(Ok(listener)) => Some(listener),
+        Ok(Err(error)) => {
+            debug!(error = settings.url.redact(&error.to_string()), "Cannot LISTEN for catalog changes; polling only.");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Resolves on a notification (`true`) or a broken listener (`false`); never without one.
+async fn notification(listener: &mut Option<PgListener>) -> bool {
+    match listener {
+        Some(listener) => listener.recv().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
