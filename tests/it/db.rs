@@ -10,7 +10,7 @@ use crate::support::daemon::binary;
 use crate::support::stores;
 
 /// Runs `consul-dns` with `args` and the store given by `store` (flag and URL), no other env.
-fn consul_dns(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn consul_dns(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(binary());
     command
         .args(args)
@@ -23,17 +23,20 @@ fn consul_dns(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("run consul-dns")
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-struct Cli {
-    flag: &'static str,
-    url: String,
+/// `consul-dns db` against one store.
+pub(crate) struct Cli {
+    /// `--database-url` or `--etcd`.
+    pub(crate) flag: &'static str,
+    /// Its value.
+    pub(crate) url: String,
 }
 
 impl Cli {
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let mut all = vec!["db"];
         all.extend_from_slice(args);
         all.extend_from_slice(&[self.flag, &self.url]);
@@ -53,7 +56,7 @@ impl Cli {
         assert_eq!(self.list(), before, "{all:?} changed nothing");
     }
 
-    fn list(&self) -> Vec<Value> {
+    pub(crate) fn list(&self) -> Vec<Value> {
         let out = self.ok(&["list", "--json"]);
         match serde_json::from_str(&out) {
             Ok(Value::Array(rows)) => rows,

@@ -4,6 +4,7 @@
 mod cli;
 mod consul;
 mod db;
+mod db_source;
 mod deploy;
 mod fake;
 mod forward;

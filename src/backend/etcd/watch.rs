@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use super::client::{Event, KeyValue, Watch, WatchMessage};
 use super::{EtcdError, EtcdStore};
@@ -98,7 +99,8 @@ pub(crate) async fn run(settings: EtcdSettings, mut publisher: Publisher, cancel
                         }
                         Ok(Some("etcd changed"))
                     }
-                    Ok(WatchMessage::Compacted(_)) => {
+                    Ok(WatchMessage::Compacted(compacted)) => {
+                        info!(revision, compacted, "etcd history compacted past the watch; reading everything again.");
                         state = State::Read;
                         continue;
                     }

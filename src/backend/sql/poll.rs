@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -36,7 +37,10 @@ pub(crate) async fn run(settings: DatabaseSettings, mut publisher: Publisher, ca
         Ok(backoff) => backoff,
         Err(error) => unreachable!("constant backoff settings are valid: {error}"),
     };
-    let mut listener: Option<PgListener> = None;
+    let mut notifications = match store.dialect() {
+        Dialect::Postgres => Some(spawn_listener(settings.clone(), cancel.child_token())),
+        _ => None,
+    };
     let mut seen: Option<i64> = None;
     let mut wait = Duration::ZERO; // the first probe at once
     loop {
@@ -45,12 +49,7 @@ pub(crate) async fn run(settings: DatabaseSettings, mut publisher: Publisher, ca
             _ = cancel.cancelled() => break,
             _ = publisher.options_changed() => true,
             _ = tokio::time::sleep(wait) => false,
-            notified = notification(&mut listener) => {
-                if !notified {
-                    listener = None; // reconnected after the next good probe
-                }
-                false
-            }
+            _ = notification(&mut notifications) => false,
             _ = sleep_until(due) => {
                 publisher.tick().await;
                 continue;
@@ -59,14 +58,10 @@ pub(crate) async fn run(settings: DatabaseSettings, mut publisher: Publisher, ca
         wait = match sync(&store, &mut publisher, &mut seen, force).await {
             Ok(()) => {
                 backoff.reset();
-                if listener.is_none() && store.dialect() == Dialect::Postgres {
-                    listener = listen(&settings).await;
-                }
                 settings.poll_interval
             }
             Err(error) => {
                 publisher.failed(error.failure(), &error);
-                listener = None;
                 backoff.next_delay()
             }
         };
@@ -126,10 +121,40 @@ async fn listen(settings: &DatabaseSettings) -> Option<PgListener> {
     }
 }
 
-/// Resolves on a notification (`true`) or a broken listener (`false`); never without one.
-async fn notification(listener: &mut Option<PgListener>) -> bool {
-    match listener {
-        Some(listener) => listener.recv().await.is_ok(),
-        None => std::future::pending().await,
+/// PostgreSQL: a task that holds a LISTEN connection (reconnecting when it breaks) and
+/// forwards each notification; a full channel means a probe is already due. It runs apart from
+/// the probe loop so that no notification is lost to a cancelled read.
+fn spawn_listener(settings: DatabaseSettings, cancel: CancellationToken) -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            if let Some(mut listener) = listen(&settings).await {
+                let _ = tx.try_send(()); // changes made while it was not listening
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        received = listener.recv() => match received {
+                            Ok(_) => { let _ = tx.try_send(()); }
+                            Err(_) => break,
+                        },
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RETRY_MAX) => {}
+            }
+        }
+    });
+    rx
+}
+
+/// Resolves on a notification; never without a listener.
+async fn notification(notifications: &mut Option<mpsc::Receiver<()>>) {
+    if let Some(rx) = notifications
+        && rx.recv().await.is_some()
+    {
+        return;
     }
+    std::future::pending().await
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod daemon;
 pub mod fake_consul;
 pub mod http;
+pub mod proxy;
 pub mod stores;
 pub mod upstream;
 
