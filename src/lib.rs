@@ -32,3 +32,6 @@ pub mod memory;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wire;
+
+#[cfg(test)]
+mod oracle;

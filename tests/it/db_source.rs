@@ -199,3 +199,83 @@ fn etcd_source_watches_and_recovers_from_compaction() {
 
     survives_an_outage(&direct, &daemon, |down| if down { server.stop() } else { server.restart() });
 }
+
+/// The randomized oracle through SQLite: a daemon that followed a seeded random stream of
+/// registrations, deregistrations, health flips and node edits answers every name × A, SRV,
+/// TXT exactly as a second daemon started fresh on the final database (order aside).
+#[test]
+fn sqlite_oracle_followed_equals_fresh() {
+    use consul_dns::backend::registry::Registration;
+    use consul_dns::backend::sql::SqlStore;
+    const SERVICES: [&str; 4] = ["web", "api", "db", "cache"];
+    let mut questions = Vec::new();
+    for service in SERVICES {
+        for name in [format!("{service}.service.consul."), format!("v1.{service}.service.consul.")] {
+            questions.extend([RecordType::A, RecordType::SRV, RecordType::TXT].map(|t| (name.clone(), t)));
+        }
+    }
+    for i in 0..4 {
+        questions.extend([RecordType::A, RecordType::TXT].map(|t| (format!("n{i}.node.consul."), t)));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for seed in 0..3u64 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        let cli = Cli { flag: "--database-url", url: url.clone() };
+        let followed = serving(&cli, &url, &["--db-poll-interval", "50ms"]);
+        let store = {
+            let _context = runtime.enter(); // the pool's reaper is a tokio task
+            SqlStore::open(&url.parse().unwrap(), false).unwrap()
+        };
+        for round in 0..2 {
+            for _ in 0..25 {
+                let name = SERVICES[rng.usize(0..SERVICES.len())];
+                let id = format!("{name}-{}", rng.u8(0..4));
+                let node = format!("n{}", rng.u8(0..4));
+                let address = format!("127.0.0.{}", 61 + rng.u8(0..4));
+                match rng.u8(0..8) {
+                    0..=2 => {
+                        let tags = if rng.bool() { vec!["v1".to_owned()] } else { vec![] };
+                        let on_node = rng.u8(0..4) > 0;
+                        let registration = Registration::new(
+                            name,
+                            Some(&address),
+                            8000 + rng.u16(0..3),
+                            Some(&id),
+                            &tags,
+                            on_node.then_some(node.as_str()),
+                            1 + u32::from(rng.u8(0..3)),
+                        )
+                        .unwrap();
+                        let _ = runtime.block_on(store.register(registration)); // a taken ID is refused
+                    }
+                    3 => {
+                        let _ = runtime.block_on(store.deregister(&id));
+                    }
+                    4 | 5 => {
+                        let health = ["passing", "warning", "critical"][rng.usize(0..3)];
+                        let _ = runtime.block_on(store.set_health(&id, health));
+                    }
+                    6 => {
+                        let rack = rng.u8(0..2);
+                        let update = format!(
+                            "UPDATE nodes SET address = '{address}', meta = '{{\"rack\":\"r{rack}\"}}' WHERE name = '{node}'"
+                        );
+                        sql(&url, &update);
+                    }
+                    _ => sql(&url, &format!("DELETE FROM nodes WHERE name = '{node}'")), // its instances are skipped
+                }
+                std::thread::sleep(Duration::from_millis(rng.u64(0..10)));
+            }
+            let fresh = Daemon::start_in(tempfile::tempdir().unwrap(), &[cli.flag, &url]);
+            until("the fresh daemon's first sync", || get(fresh.http(), "/ready").status == 200);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while let Some(diff) = crate::oracle::difference(&followed, &fresh, &questions) {
+                assert!(Instant::now() < deadline, "seed {seed}, round {round}: {diff}\nlog:\n{}", followed.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        runtime.block_on(store.close());
+    }
+}

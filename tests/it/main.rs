@@ -10,6 +10,7 @@ mod fake;
 mod forward;
 mod kong;
 mod ops;
+mod oracle;
 mod reload;
 mod robustness;
 mod spec;

@@ -40,6 +40,8 @@ pub struct Dc {
     nodes: HashMap<String, Node>,
     /// Node keys of the last node list.
     listed: std::collections::HashSet<String>,
+    /// Node key → its `CreateIndex` in the last node list.
+    created: HashMap<String, u64>,
     checks: HashMap<String, Vec<Check>>,
     services: HashMap<String, Vec<Member>>,
     /// node → (service ID → service), to find what a node or check change touches.
@@ -90,20 +92,21 @@ impl Store {
         Some((dc, &mut self.dirty))
     }
 
-    /// A new services list; returns the services to (re)read: new ones, those whose tags
-    /// changed, or all of them when the list moved without a visible change (a re-registration
-    /// that changed an address or port, H3.4).
-    pub fn apply_services(&mut self, dc: &str, list: ServiceList) -> Vec<String> {
-        let Some((dc, dirty)) = self.dc_mut(dc) else { return Vec::new() };
+    /// A new services list; returns the services to (re)read: first those the list shows
+    /// changed (new, or new tags), then every other one. The list names services with their
+    /// tags only, so an instance added to or removed from a service whose tags stay the same
+    /// (a re-registration with a new address or port, one of several instances deregistered,
+    /// H3.4) does not show, whatever else changed at the same index: only reading every
+    /// service again finds it. The ones that visibly changed are read first, so they are
+    /// answered soonest.
+    pub fn apply_services(&mut self, dc: &str, list: ServiceList) -> (Vec<String>, Vec<String>) {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return (Vec::new(), Vec::new()) };
         let list: ServiceList =
             list.into_iter().filter(|(name, _)| crate::catalog::model::is_dns_label(name)).collect();
-        let fetch: Vec<String> = match &dc.services_list {
-            Some(old) if *old == list => list.keys().cloned().collect(),
-            Some(old) => {
-                list.iter().filter(|(name, tags)| old.get(*name) != Some(tags)).map(|(n, _)| n.clone()).collect()
-            }
-            None => list.keys().cloned().collect(),
-        };
+        let changed = |name: &String, tags| dc.services_list.as_ref().is_none_or(|old| old.get(name) != Some(tags));
+        let (first, rest): (Vec<_>, Vec<_>) = list.iter().partition(|(name, tags)| changed(name, *tags));
+        let fetch =
+            (first.into_iter().map(|(n, _)| n.clone()).collect(), rest.into_iter().map(|(n, _)| n.clone()).collect());
         let listed: std::collections::HashSet<String> = list.keys().map(|name| lower(name).into_owned()).collect();
         let gone: Vec<String> = dc.services.keys().filter(|key| !listed.contains(*key)).cloned().collect();
         for key in gone {
@@ -113,14 +116,25 @@ impl Store {
         fetch
     }
 
-    /// A new node list (H5.5). Nodes still referenced by instances stay until their instances
-    /// go (the services watch follows shortly).
-    pub fn apply_nodes(&mut self, dc: &str, nodes: Vec<WireNode>) -> Vec<String> {
-        let Some((dc, dirty)) = self.dc_mut(dc) else { return Vec::new() };
+    /// A new node list (H5.5); returns the entries DNS cannot carry, and the services to read
+    /// again. Nodes still referenced by instances stay until their instances go; the services
+    /// with instances on a node that left the list are read again, because a node's
+    /// deregistration takes its instances with it and the services list need not show it (a
+    /// service keeps its name and tags while other instances remain).
+    pub fn apply_nodes(&mut self, dc: &str, nodes: Vec<WireNode>) -> (Vec<String>, Vec<String>) {
+        let Some((dc, dirty)) = self.dc_mut(dc) else { return (Vec::new(), Vec::new()) };
         dc.nodes_seen = true;
         let mut skipped = Vec::new();
         let mut next: HashMap<String, Node> = HashMap::with_capacity(nodes.len());
+        let mut reread: BTreeSet<String> = BTreeSet::new();
+        let mut created = HashMap::with_capacity(nodes.len());
         for wire in nodes {
+            let key = lower(&wire.name).into_owned();
+            if dc.created.get(&key).is_some_and(|&before| before != wire.create_index) {
+                // Deregistered and registered again between two reads: its instances went too.
+                reread.extend(dc.by_node.get(&key).into_iter().flat_map(|ids| ids.values().cloned()));
+            }
+            created.insert(key, wire.create_index);
             match wire.to_model(&dc.name, dc.set) {
                 Ok(node) => {
                     next.insert(lower(&node.name).into_owned(), node);
@@ -128,10 +142,15 @@ impl Store {
                 Err(reason) => skipped.push(reason),
             }
         }
+        dc.created = created;
         for (key, node) in &next {
             if dc.nodes.get(key) != Some(node) {
                 dc.node_changed(key, dirty);
             }
+        }
+        let unlisted: Vec<String> = dc.listed.iter().filter(|k| !next.contains_key(*k)).cloned().collect();
+        for key in &unlisted {
+            reread.extend(dc.by_node.get(key).into_iter().flat_map(|ids| ids.values().cloned()));
         }
         dc.listed = next.keys().cloned().collect();
         let removed: Vec<String> = dc.nodes.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
@@ -143,7 +162,7 @@ impl Store {
             }
         }
         dc.nodes = next;
-        skipped
+        (skipped, reread.into_iter().collect())
     }
 
     /// A new list of non-passing checks (H5.4), read at `index`.
@@ -339,6 +358,7 @@ impl Dc {
             live: false,
             nodes: HashMap::new(),
             listed: Default::default(),
+            created: HashMap::new(),
             checks: HashMap::new(),
             services: HashMap::new(),
             by_node: HashMap::new(),

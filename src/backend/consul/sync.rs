@@ -36,6 +36,8 @@ pub(crate) struct Syncer {
 
 /// Service reads: queued, in flight, to read again once back, and failed (retried later).
 struct Fetches {
+    /// Read before `queue`: services the list shows changed.
+    first: BTreeSet<Key>,
     queue: BTreeSet<Key>,
     in_flight: BTreeSet<Key>,
     again: BTreeSet<Key>,
@@ -57,6 +59,7 @@ impl Syncer {
             local_dc,
             events: mpsc::channel(1024),
             fetches: Fetches {
+                first: BTreeSet::new(),
                 queue: BTreeSet::new(),
                 in_flight: BTreeSet::new(),
                 again: BTreeSet::new(),
@@ -193,13 +196,20 @@ impl Syncer {
                 self.publisher.unchanged();
                 match body {
                     Body::Services(list) => {
-                        for service in self.store.apply_services(&dc, list) {
+                        let (first, rest) = self.store.apply_services(&dc, list);
+                        for service in first {
+                            self.fetches.enqueue_first((dc.clone(), service));
+                        }
+                        for service in rest {
                             self.fetches.enqueue((dc.clone(), service));
                         }
                     }
                     Body::Nodes(nodes) => {
-                        let skipped = self.store.apply_nodes(&dc, nodes);
+                        let (skipped, reread) = self.store.apply_nodes(&dc, nodes);
                         self.report_skipped(&dc, skipped);
+                        for service in reread {
+                            self.fetches.enqueue((dc.clone(), service));
+                        }
                     }
                     Body::Checks(checks) => self.store.apply_checks(&dc, checks, index),
                     Body::Ingress(entries) => self.store.apply_ingress(&dc, &entries),
@@ -251,7 +261,7 @@ impl Syncer {
             }
         }
         while fetches.in_flight.len() < fetches.max {
-            let Some(key) = fetches.queue.pop_first() else { break };
+            let Some(key) = fetches.first.pop_first().or_else(|| fetches.queue.pop_first()) else { break };
             fetches.in_flight.insert(key.clone());
             let (client, events, cancel) = (self.client.clone(), self.events.0.clone(), cancel.clone());
             tokio::spawn(async move {
@@ -317,8 +327,18 @@ impl Fetches {
     fn enqueue(&mut self, key: Key) {
         if self.in_flight.contains(&key) {
             self.again.insert(key);
-        } else {
+        } else if !self.first.contains(&key) {
             self.queue.insert(key);
+        }
+    }
+
+    /// Like [`Fetches::enqueue`], ahead of the others.
+    fn enqueue_first(&mut self, key: Key) {
+        if self.in_flight.contains(&key) {
+            self.again.insert(key);
+        } else {
+            self.queue.remove(&key);
+            self.first.insert(key);
         }
     }
 
@@ -326,7 +346,7 @@ impl Fetches {
     fn pending(&self, dc: &str) -> bool {
         let pending =
             |set: &BTreeSet<Key>| set.range((dc.to_owned(), String::new())..).next().is_some_and(|(d, _)| d == dc);
-        pending(&self.queue) || pending(&self.in_flight) || pending(&self.retry)
+        pending(&self.first) || pending(&self.queue) || pending(&self.in_flight) || pending(&self.retry)
     }
 }
 

@@ -31,6 +31,9 @@ pub struct WireNode {
     /// `Meta`; may be `null`.
     #[serde(default)]
     pub meta: Option<BTreeMap<String, String>>,
+    /// `CreateIndex`: a node deregistered and registered again gets a new one.
+    #[serde(default)]
+    pub create_index: u64,
 }
 
 /// A service tagged address: `{"Address","Port"}`.

@@ -273,6 +273,29 @@ impl FakeConsul {
         });
     }
 
+    /// Removes a node with every instance and check on it, at one index, as
+    /// `PUT /v1/catalog/deregister {"Node": …}` does.
+    pub fn deregister_node(&self, dc: &str, node: &str) {
+        self.write(dc, |d, index| {
+            if d.nodes.remove(node).is_none() {
+                return;
+            }
+            let gone: Vec<(String, String)> = d.services.keys().filter(|(n, _)| n == node).cloned().collect();
+            for key in gone {
+                let Some(rec) = d.services.remove(&key) else { continue };
+                d.by_name.get_mut(&rec.svc.name).map(|set| set.remove(&key));
+                d.service_index.insert(rec.svc.name.clone(), index);
+                if !d.services.values().any(|s| s.svc.name == rec.svc.name) {
+                    d.extinction = index;
+                }
+            }
+            d.checks.retain(|(n, _), _| n != node);
+            d.nodes_index = index;
+            d.services_index = index;
+            d.checks_index = index;
+        });
+    }
+
     /// Sets a check's status (`passing`, `warning`, `critical`); adds it if new. An empty
     /// `service_id` makes a node check.
     pub fn set_check(&self, dc: &str, node: &str, check: &str, service_id: &str, status: &str) {
