@@ -279,3 +279,111 @@ fn sqlite_oracle_followed_equals_fresh() {
         runtime.block_on(store.close());
     }
 }
+
+/// Resident memory (kB) and CPU time used so far (user + system) of a process.
+fn usage(pid: u32) -> (u64, Duration) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    (rss.unwrap(), Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// Fills the store with `services` × 3 instances on 1,000 nodes.
+fn fill(flag: &str, url: &str, services: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let node = |n: usize| format!("n{n}");
+    let address = |n: usize| format!("127.{}.{}.{}", 1 + n / 62500, (n / 250) % 250, n % 250 + 1);
+    if flag == "--etcd" {
+        let client = consul_dns::backend::etcd::EtcdClient::new(&[url.to_owned()]).unwrap();
+        let mut puts = Vec::new();
+        for n in 0..1000 {
+            puts.push((
+                format!("/consul-dns/nodes/{}", node(n)),
+                format!("{{\"name\":\"{}\",\"address\":\"{}\"}}", node(n), address(n)),
+            ));
+        }
+        for i in 0..services * 3 {
+            let value = format!(
+                "{{\"name\":\"svc{}\",\"port\":{},\"node\":\"{}\",\"tags\":[\"v1\"]}}",
+                i / 3,
+                10000 + i % 3,
+                node(i % 1000)
+            );
+            puts.push((format!("/consul-dns/services/svc{}-{}", i / 3, i % 3), value));
+        }
+        for chunk in puts.chunks(100) {
+            let batch: Vec<(String, Vec<u8>)> =
+                chunk.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+            assert!(runtime.block_on(client.txn(&[], &batch, &[])).unwrap());
+        }
+        return;
+    }
+    let mut statements = Vec::new();
+    let nodes: Vec<String> = (0..1000).map(|n| format!("('{}', '{}', NULL, NULL)", node(n), address(n))).collect();
+    statements.push(format!("INSERT INTO nodes (name, address, datacenter, meta) VALUES {}", nodes.join(", ")));
+    let rows: Vec<String> = (0..services * 3)
+        .map(|i| {
+            format!(
+                "('svc{}-{}', 'svc{}', '{}', NULL, {}, '[\"v1\"]', 1, 1, 'passing', NULL, 0)",
+                i / 3,
+                i % 3,
+                i / 3,
+                node(i % 1000),
+                10000 + i % 3
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(1000) {
+        statements.push(format!(
+            "INSERT INTO services (id, name, node, address, port, tags, weight_passing, weight_warning, health, meta, updated_at) VALUES {}",
+            chunk.join(", ")
+        ));
+    }
+    runtime.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(url).await.unwrap();
+        for statement in &statements {
+            sqlx::raw_sql(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    });
+}
+
+/// The bench of the database sources (run with `--ignored --nocapture`): 10,000 services × 3
+/// instances per store; time from start to the whole catalog answering, RSS, and the CPU an
+/// idle daemon spends per minute (measured over 30 s).
+#[test]
+#[ignore = "a measurement (about 1 min per store): cargo test --test it bench_stores -- --ignored --nocapture"]
+fn bench_stores() {
+    const SERVICES: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (maria, pg, etcd) = (stores::mariadb(), stores::postgres(), stores::etcd());
+    let mut targets = vec![("sqlite", "--database-url", format!("sqlite://{}", dir.path().join("c.db").display()))];
+    targets.extend(maria.as_ref().map(|s| ("mariadb", "--database-url", s.url.clone())));
+    targets.extend(pg.as_ref().map(|s| ("postgres", "--database-url", s.url.clone())));
+    targets.extend(etcd.as_ref().map(|s| ("etcd", "--etcd", s.url.clone())));
+    for (store, flag, url) in targets {
+        let cli = Cli { flag, url: url.clone() };
+        cli.ok(&["init"]);
+        fill(flag, &url, SERVICES);
+        let start = Instant::now();
+        let daemon = Daemon::start_in(tempfile::tempdir().unwrap(), &[flag, &url]);
+        let last = format!("svc{}.service.consul", SERVICES - 1);
+        until("the whole catalog", || srv(daemon.addr, &last).len() == 3);
+        let first_answer = start.elapsed();
+        std::thread::sleep(Duration::from_secs(2)); // let the first publish's garbage go
+        let (_, cpu_before) = usage(daemon.pid());
+        std::thread::sleep(Duration::from_secs(30));
+        let (rss, cpu_after) = usage(daemon.pid());
+        let idle_per_minute = (cpu_after - cpu_before) * 2;
+        println!(
+            "bench {store}: {SERVICES} services x 3: start to whole catalog answering {first_answer:?}, RSS {} MiB, idle CPU {idle_per_minute:?} per minute",
+            rss / 1024
+        );
+    }
+}
