@@ -73,7 +73,7 @@ impl SqlError {
             sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
                 SqlError::Unreachable("the connection pool is closed".into())
             }
-            sqlx::Error::PoolTimedOut => SqlError::Timeout(store::CALL_TIMEOUT),
+            sqlx::Error::PoolTimedOut => SqlError::Timeout(store::CALL_TIMEOUT), // see SqlStore::timed
             other => SqlError::Query(other.to_string()),
         }
     }
@@ -93,7 +93,9 @@ impl SqlError {
     pub(crate) fn missing_tables(error: SqlError) -> SqlError {
         match error {
             SqlError::Query(text)
-                if ["no such table", "doesn't exist", "does not exist"].iter().any(|m| text.contains(m)) =>
+                if ["no such table", "doesn't exist", "does not exist", "unable to open database file"]
+                    .iter()
+                    .any(|m| text.contains(m)) =>
             {
                 SqlError::NotInitialized(text)
             }

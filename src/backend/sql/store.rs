@@ -18,12 +18,17 @@ use crate::config::database::{DatabaseUrl, Dialect};
 pub const MAX_CONNECTIONS: u32 = 3;
 /// How long one call (connecting included) may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the pool tries to connect before the call fails (and says why).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The catalog tables of one database.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// What the pool connects to (holds the password: never shown).
+    target: String,
+    url: DatabaseUrl,
 }
 
 impl SqlStore {
@@ -41,11 +46,11 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(0)
-            .acquire_timeout(CALL_TIMEOUT)
+            .acquire_timeout(CONNECT_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(60)))
             .connect_lazy(&target)
             .map_err(|e| SqlError::from_sqlx(e, url))?;
-        Ok(SqlStore { pool, dialect: url.dialect() })
+        Ok(SqlStore { pool, dialect: url.dialect(), target, url: url.clone() })
     }
 
     /// The server kind.
@@ -64,8 +69,23 @@ impl SqlStore {
 
     async fn timed<T>(&self, call: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, SqlError> {
         match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Err(sqlx::Error::PoolTimedOut)) => Err(self.why_no_connection().await),
             Ok(result) => result.map_err(SqlError::query),
             Err(_) => Err(SqlError::Timeout(CALL_TIMEOUT)),
+        }
+    }
+
+    /// The pool gave up connecting without saying why (it retries until its deadline): one
+    /// direct attempt names the cause, e.g. a refused connection or a rejected login.
+    async fn why_no_connection(&self) -> SqlError {
+        use sqlx::Connection;
+        match tokio::time::timeout(Duration::from_secs(2), sqlx::AnyConnection::connect(&self.target)).await {
+            Ok(Err(error)) => SqlError::from_sqlx(error, &self.url),
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+                SqlError::Timeout(CONNECT_TIMEOUT)
+            }
+            Err(_) => SqlError::Timeout(CONNECT_TIMEOUT),
         }
     }
 
