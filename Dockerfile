@@ -13,9 +13,12 @@ RUN cargo build --release --locked --bin consul-dns \
     && strip target/release/consul-dns
 
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/consul-dns consul-dns \
+# A fixed numeric uid/gid (10001), so USER needs no passwd lookup and volumes can be chowned
+# from outside; --no-log-init keeps lastlog/faillog sparse for a high uid.
+RUN groupadd --system --gid 10001 consul-dns \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /var/lib/consul-dns consul-dns \
     && mkdir -p /var/lib/consul-dns /etc/consul-dns \
-    && chown consul-dns /var/lib/consul-dns
+    && chown 10001:10001 /var/lib/consul-dns
 COPY --from=build /src/target/release/consul-dns /usr/local/bin/consul-dns
 COPY config/services.toml /etc/consul-dns/services.toml
 USER 10001

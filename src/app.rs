@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::backend::publish::Publisher;
 use crate::backend::{self, Source, seed};
-use crate::catalog::Catalog;
+use crate::catalog::{BuildOptions, Catalog};
 use crate::config::{self, Config, Layer};
 use crate::dns::Settings;
 use crate::dns::forward::Forwarder;
@@ -79,7 +79,7 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
         why = %config.sources.reason,
         "Catalog source chosen."
     );
-    let options = Arc::new(config.build_options());
+    let options = Arc::new(BuildOptions::from_config(&config));
     let seed = seed::seed(&config, &options).context("static catalog")?;
     let counts = seed.snapshot.counts();
     let catalog = Arc::new(Catalog::new(seed.snapshot));
@@ -175,7 +175,7 @@ impl Daemon {
         {
             let _ = self.catalog_file.send(catalog);
         }
-        let _ = self.options.send(Arc::new(next.build_options()));
+        let _ = self.options.send(Arc::new(BuildOptions::from_config(&next)));
         telemetry::config_reloaded();
         self.config = next;
     }
@@ -188,7 +188,7 @@ fn dns_settings(config: &Config, previous: Option<&Settings>) -> Settings {
     for problem in problems {
         warn!(%problem, "Host information incomplete.");
     }
-    let settings = config.dns_settings(&host);
+    let settings = Settings::from_config(config, &host);
     let recursion = &settings.recursion;
     let changed = previous.is_none_or(|p| p.recursion != *recursion || p.acl != settings.acl);
     if changed && recursion.is_enabled() {

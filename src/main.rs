@@ -157,7 +157,7 @@ fn check_config(config: &config::Config) -> ExitCode {
         _ => {}
     }
     let Some(catalog) = &sources.static_catalog else { return ExitCode::from(2) };
-    match file::build(catalog, Arc::new(config.build_options())) {
+    match file::build(catalog, Arc::new(consul_dns::catalog::BuildOptions::from_config(config))) {
         Ok((snapshot, _)) => {
             let counts = snapshot.counts();
             println!(
@@ -179,7 +179,7 @@ static GLOBAL: consul_dns::memory::Allocator = consul_dns::memory::Allocator {};
 /// One line on where names outside the domain go, as the daemon would set it up here.
 fn recursion_summary(config: &config::Config) -> String {
     let (host, problems) = Host::probe(config.resolv_conf());
-    let settings = config.dns_settings(&host);
+    let settings = consul_dns::dns::Settings::from_config(config, &host);
     let mut line = match (&settings.recursion.upstreams[..], config.resolv_conf()) {
         ([], _) => "recursion: off (names outside the domain are REFUSED)".to_owned(),
         (upstreams, from) => format!(

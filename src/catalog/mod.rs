@@ -18,7 +18,9 @@ pub mod persist;
 pub mod records;
 pub mod reverse;
 pub mod snapshot;
-pub mod ttl;
+
+/// Service TTLs: the table lives with the configuration that fills it.
+pub use crate::config::ttl;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::catalog::model::{CatalogData, Instance, MeshKind, Node, lower};
 use crate::catalog::records::{Addr, FAMILIES, Family, NodeRecords, PreparedInstance, flags, relative};
 use crate::catalog::reverse::ReverseMap;
-use crate::catalog::ttl::TtlTable;
+use crate::config::{Config, TtlTable};
 
 pub use crate::catalog::reverse::Pointer;
 
@@ -41,6 +41,17 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
+    /// What the snapshot builder bakes in, from the configuration.
+    pub fn from_config(config: &Config) -> BuildOptions {
+        BuildOptions {
+            datacenter: config.datacenter.clone(),
+            node_ttl: config.node_ttl,
+            service_ttl: config.service_ttl.clone(),
+            only_passing: config.only_passing,
+            node_meta_txt: true,
+        }
+    }
+
     /// Options with every TTL at `ttl_secs`, warning instances answered and node meta as TXT
     /// (the daemon's defaults but for the TTLs, which the config decides).
     pub fn new(datacenter: &str, ttl_secs: u32) -> BuildOptions {

@@ -8,12 +8,9 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::database::{DatabaseUrl, EtcdEndpoint};
+use super::kinds::{Cidr, DomainName, LogFormat, Sample, Strategy};
 use super::source::SourceKind;
 use super::value::{Bounded, ConsulAddr, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl};
-use crate::dns::acl::Cidr;
-use crate::dns::forward::Strategy;
-use crate::dns::name::DomainName;
-use crate::telemetry::{LogFormat, Sample};
 
 /// Prefix of every environment variable we read (besides Consul's own `CONSUL_HTTP_*`).
 pub const ENV_PREFIX: &str = "CONSUL_DNS_";

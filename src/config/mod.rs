@@ -3,8 +3,10 @@
 //! line and key (or the variable, or the flag); nothing is silently ignored.
 
 pub mod database;
+pub mod kinds;
 pub mod layer;
 pub mod source;
+pub mod ttl;
 pub mod value;
 
 use std::io;
@@ -14,16 +16,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::catalog::BuildOptions;
-use crate::catalog::ttl::TtlTable;
-use crate::dns::Settings;
-use crate::dns::acl::{Acl, Cidr};
-use crate::dns::forward::host::{self, Host};
-use crate::dns::forward::{self, Recursion, Strategy};
-use crate::dns::name::DomainName;
-use crate::telemetry::{LogFormat, Sample};
+pub use kinds::{Cidr, DomainName, LogFormat, Sample, Strategy};
 pub use layer::{ENV_CONFIG, ENV_PREFIX, KEYS, Layer};
 pub use source::{CatalogSource, ConsulSettings, LiveSource, Sources};
+pub use ttl::TtlTable;
 use value::{DEFAULT_DNS_PORT, Secret, ServiceTtl};
 
 /// Consul's own environment variables (consul-http-api H1), honoured below our own settings.
@@ -64,6 +60,8 @@ pub const EMBEDDED_CATALOG: &str = include_str!("../../config/services.toml");
 pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The HTTP listener by default: loopback, CoreDNS's metrics port.
 pub const DEFAULT_HTTP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9153);
+/// Time one recursor has to answer by default.
+pub const DEFAULT_RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default TTLs (see README "TTLs"): Consul's 0 makes Kong's old client query on every request
 /// and its new client cache forever; 5 s keeps both fresh and cheap.
 pub const DEFAULT_TTL_SECS: u32 = 5;
@@ -258,7 +256,7 @@ pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, Conf
         Some(list) => Recursors::Listed(list.into_iter().filter_map(|r| r.0).collect()),
         None => Recursors::ResolvConf(layer.resolv_conf.unwrap_or_else(|| DEFAULT_RESOLV_CONF.into())),
     };
-    let recursor_timeout = layer.recursor_timeout.map_or(forward::DEFAULT_TIMEOUT, |t| t.0);
+    let recursor_timeout = layer.recursor_timeout.map_or(DEFAULT_RECURSOR_TIMEOUT, |t| t.0);
     if recursor_timeout.is_zero() {
         return Err(ConfigError::Invalid { key: "recursor_timeout", message: "must be above 0".into() });
     }
@@ -295,56 +293,12 @@ fn default_workers() -> usize {
 }
 
 impl Config {
-    /// What the snapshot builder bakes in.
-    pub fn build_options(&self) -> BuildOptions {
-        BuildOptions {
-            datacenter: self.datacenter.clone(),
-            node_ttl: self.node_ttl,
-            service_ttl: self.service_ttl.clone(),
-            only_passing: self.only_passing,
-            node_meta_txt: true,
-        }
-    }
-
     /// The resolv.conf to read, when the recursors come from one.
     pub fn resolv_conf(&self) -> Option<&Path> {
         match &self.recursors {
             Recursors::ResolvConf(path) => Some(path),
             _ => None,
         }
-    }
-
-    /// What the DNS layer reads per query. `host` supplies the defaults that depend on the
-    /// machine: resolv.conf's nameservers (minus our own listen addresses, which would loop)
-    /// and the networks allowed to recurse.
-    pub fn dns_settings(&self, host: &Host) -> Settings {
-        let mut settings = Settings::new(self.domain.clone());
-        settings.alt_domain = self.alt_domain.clone();
-        settings.negative_ttl = self.negative_ttl;
-        settings.udp_answer_limit = self.udp_answer_limit as usize;
-        settings.a_record_limit = self.a_record_limit as usize;
-        settings.max_udp_size = self.max_udp_size;
-        let upstreams = match &self.recursors {
-            Recursors::Listed(list) => list.clone(),
-            Recursors::ResolvConf(_) => host::recursors_from(&host.nameservers, &self.listen, &host.addresses),
-            Recursors::Off => Vec::new(),
-        };
-        settings.recursion = Recursion { upstreams, timeout: self.recursor_timeout, strategy: self.recursor_strategy };
-        let allow_recursion = match &self.allow_recursion {
-            Some(list) => list.clone(),
-            None => {
-                let mut localnets = Cidr::loopback().to_vec();
-                for net in &host.networks {
-                    if !localnets.contains(net) {
-                        localnets.push(*net); // lo's own 127.0.0.0/8 and ::1 are there already
-                    }
-                }
-                localnets
-            }
-        };
-        settings.acl = Acl { allow_query: self.allow_query.clone(), allow_recursion };
-        settings.query_log = self.query_log_sample;
-        settings
     }
 }
 

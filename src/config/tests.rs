@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::*;
+use crate::dns::forward::{self, host::Host};
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -183,7 +184,7 @@ fn recursion_defaults_read_resolv_conf_and_allow_local_networks() {
         addresses: vec!["172.18.0.5".parse().unwrap()],
         networks: vec!["127.0.0.0/8".parse().unwrap(), "172.18.0.0/16".parse().unwrap()],
     };
-    let settings = config.dns_settings(&host);
+    let settings = crate::dns::Settings::from_config(&config, &host);
     let upstreams: Vec<String> = settings.recursion.upstreams.iter().map(|a| a.to_string()).collect();
     assert_eq!(upstreams, ["127.0.0.11:53", "127.0.0.1:53"], "port 53; we listen on 8600, so no loop");
     use crate::dns::acl::Access;
@@ -199,7 +200,7 @@ fn resolv_conf_nameserver_that_is_us_is_skipped() {
     let flags = Layer { listen: Some(vec!["127.0.0.1:53".parse().unwrap()]), ..Layer::default() };
     let config = resolve(with_static(flags)).unwrap();
     let host = Host { nameservers: vec!["127.0.0.1".parse().unwrap()], ..Host::default() };
-    assert!(!config.dns_settings(&host).recursion.is_enabled(), "would ask ourselves");
+    assert!(!crate::dns::Settings::from_config(&config, &host).recursion.is_enabled(), "would ask ourselves");
 }
 
 #[test]
@@ -228,7 +229,7 @@ fn recursion_flags_none_and_bad_values() {
     let listed = vec!["127.0.0.1:5353".parse().unwrap(), "192.0.2.1:53".parse().unwrap()];
     assert_eq!(config.recursors, Recursors::Listed(listed.clone()));
     assert_eq!(config.resolv_conf(), None);
-    let settings = config.dns_settings(&Host::default());
+    let settings = crate::dns::Settings::from_config(&config, &Host::default());
     assert_eq!(settings.recursion.upstreams, listed);
     assert_eq!(settings.recursion.timeout, Duration::from_millis(250));
     assert_eq!(settings.recursion.strategy, Strategy::Random);

@@ -206,8 +206,8 @@ macro_rules! deserialize_from_str {
 deserialize_from_str!(ListenAddr);
 deserialize_from_str!(Label);
 deserialize_from_str!(Recursor);
-deserialize_from_str!(crate::dns::acl::Cidr);
-deserialize_from_str!(crate::dns::forward::Strategy);
+deserialize_from_str!(super::kinds::Cidr);
+deserialize_from_str!(super::kinds::Strategy);
 
 /// A recursor (S9.1): `IP` (port 53), `IP:PORT`, `[IPv6]:PORT`, or `none`, which turns
 /// recursion off (no resolv.conf either). The wildcard addresses are rejected, as Consul does.
@@ -226,7 +226,7 @@ impl FromStr for Recursor {
             Ok(addr) => addr,
             Err(_) => {
                 let bare = text.trim_start_matches('[').trim_end_matches(']');
-                SocketAddr::new(bare.parse::<IpAddr>().map_err(|_| bad())?, crate::dns::forward::host::DNS_PORT)
+                SocketAddr::new(bare.parse::<IpAddr>().map_err(|_| bad())?, super::kinds::DNS_PORT)
             }
         };
         if addr.ip().is_unspecified() || addr.port() == 0 {
@@ -398,9 +398,9 @@ impl FromStr for HttpAddr {
 }
 
 deserialize_from_str!(HttpAddr);
-deserialize_from_str!(crate::telemetry::LogFormat);
+deserialize_from_str!(super::kinds::LogFormat);
 
-impl<'de> Deserialize<'de> for crate::telemetry::Sample {
+impl<'de> Deserialize<'de> for super::kinds::Sample {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -409,7 +409,7 @@ impl<'de> Deserialize<'de> for crate::telemetry::Sample {
             Text(String),
         }
         match Shape::deserialize(d) {
-            Ok(Shape::Rate(rate)) => crate::telemetry::Sample::from_rate(rate).map_err(de::Error::custom),
+            Ok(Shape::Rate(rate)) => super::kinds::Sample::from_rate(rate).map_err(de::Error::custom),
             Ok(Shape::Text(text)) => text.parse().map_err(de::Error::custom),
             Err(_) => Err(de::Error::custom("expected a rate from 0 to 1, e.g. 0.01")),
         }

@@ -8,91 +8,9 @@
 //! [`crate::dns::forward::host`]), so a Kong container on the same Docker network may recurse
 //! and the Internet may not. Pure: no I/O.
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
+use std::net::IpAddr;
 
-/// A network: an address with its host bits cleared, and a prefix length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// The network of `addr/prefix`; host bits are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
-    /// `None` if the prefix is longer than the address.
-    pub fn new(addr: IpAddr, prefix: u8) -> Option<Cidr> {
-        let network = match addr {
-            IpAddr::V4(v4) if prefix <= 32 => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & v4_mask(prefix))),
-            IpAddr::V6(v6) if prefix <= 128 => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & v6_mask(prefix))),
-            _ => return None,
-        };
-        Some(Cidr { network, prefix })
-    }
-
-    /// One address (`/32` or `/128`).
-    pub fn host(addr: IpAddr) -> Cidr {
-        let prefix = if addr.is_ipv4() { 32 } else { 128 };
-        Cidr { network: addr, prefix }
-    }
-
-    /// Every IPv4 and every IPv6 address.
-    pub fn any() -> [Cidr; 2] {
-        [
-            Cidr { network: Ipv4Addr::UNSPECIFIED.into(), prefix: 0 },
-            Cidr { network: Ipv6Addr::UNSPECIFIED.into(), prefix: 0 },
-        ]
-    }
-
-    /// `127.0.0.0/8` and `::1/128`.
-    pub fn loopback() -> [Cidr; 2] {
-        [Cidr { network: Ipv4Addr::new(127, 0, 0, 0).into(), prefix: 8 }, Cidr::host(Ipv6Addr::LOCALHOST.into())]
-    }
-
-    /// Whether `ip` lies in this network (an IPv4-mapped IPv6 address counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => u32::from(ip) & v4_mask(self.prefix) == u32::from(net),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => u128::from(ip) & v6_mask(self.prefix) == u128::from(net),
-            _ => false,
-        }
-    }
-}
-
-fn v4_mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn v6_mask(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (one host).
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        let bad = || {
-            format!("invalid network {text:?}: expected ADDRESS/PREFIX (\"10.0.0.0/8\", \"fd00::/8\") or an address")
-        };
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix.parse::<u8>().map_err(|_| bad())?)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        match prefix {
-            Some(prefix) => Cidr::new(addr, prefix).ok_or_else(bad),
-            None => Ok(Cidr::host(addr)),
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
+pub use crate::config::Cidr;
 
 /// What one client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,11 @@ pub mod udp_batch;
 
 use acl::Acl;
 use forward::Recursion;
+use forward::host::{self, Host};
 
 use name::DomainName;
+
+use crate::config::{Config, Recursors};
 
 /// SOA timers other than MINIMUM (S5.1), in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,40 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What the DNS layer reads per query, from the configuration. `host` supplies the
+    /// defaults that depend on the machine: resolv.conf's nameservers (minus our own listen
+    /// addresses, which would loop) and the networks allowed to recurse.
+    pub fn from_config(config: &Config, host: &Host) -> Settings {
+        let mut settings = Settings::new(config.domain.clone());
+        settings.alt_domain = config.alt_domain.clone();
+        settings.negative_ttl = config.negative_ttl;
+        settings.udp_answer_limit = config.udp_answer_limit as usize;
+        settings.a_record_limit = config.a_record_limit as usize;
+        settings.max_udp_size = config.max_udp_size;
+        let upstreams = match &config.recursors {
+            Recursors::Listed(list) => list.clone(),
+            Recursors::ResolvConf(_) => host::recursors_from(&host.nameservers, &config.listen, &host.addresses),
+            Recursors::Off => Vec::new(),
+        };
+        settings.recursion =
+            Recursion { upstreams, timeout: config.recursor_timeout, strategy: config.recursor_strategy };
+        let allow_recursion = match &config.allow_recursion {
+            Some(list) => list.clone(),
+            None => {
+                let mut localnets = acl::Cidr::loopback().to_vec();
+                for net in &host.networks {
+                    if !localnets.contains(net) {
+                        localnets.push(*net); // lo's own 127.0.0.0/8 and ::1 are there already
+                    }
+                }
+                localnets
+            }
+        };
+        settings.acl = Acl { allow_query: config.allow_query.clone(), allow_recursion };
+        settings.query_log = config.query_log_sample;
+        settings
+    }
+
     /// Settings for `domain` with the defaults documented in the README.
     pub fn new(domain: DomainName) -> Settings {
         let mut domain_wire = Vec::new();

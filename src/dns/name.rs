@@ -64,54 +64,7 @@ pub enum Query<'n> {
     Outside,
 }
 
-/// A domain we are authoritative for, lower-case dotted text without the trailing dot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainName {
-    text: Box<[u8]>,
-    labels: usize,
-}
-
-impl DomainName {
-    /// Parses `consul.` / `consul` / `Example.COM.`.
-    pub fn new(text: &str) -> Option<DomainName> {
-        let lower = text.trim_end_matches('.').to_ascii_lowercase();
-        let mut scratch = Vec::new();
-        if lower.is_empty() || crate::wire::push_labels(&lower, &mut scratch).is_err() {
-            return None;
-        }
-        let labels = lower.split('.').count();
-        Some(DomainName { text: lower.into_bytes().into(), labels })
-    }
-
-    /// Dotted text without the trailing dot.
-    pub fn text(&self) -> &str {
-        std::str::from_utf8(&self.text).unwrap_or_default()
-    }
-
-    /// Length of the domain on the wire, root byte included.
-    pub fn wire_len(&self) -> usize {
-        self.text.len() + 2
-    }
-
-    fn matches(&self, name: &LowerName) -> bool {
-        let n = name.label_count();
-        n >= self.labels && name.join(n - self.labels, n) == &*self.text
-    }
-}
-
-impl std::str::FromStr for DomainName {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        DomainName::new(text).ok_or_else(|| format!("invalid domain {text:?}: expected a DNS name such as \"consul.\""))
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for DomainName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::config::DomainName;
 
 /// A classified question: what it asks for and where the matched domain starts in the question
 /// name (a wire offset relative to the name's start; the "response domain" of S2.1).
@@ -127,14 +80,14 @@ pub struct Classified<'n> {
 pub fn classify<'n>(name: &'n LowerName, qtype: u16, domains: &[&DomainName]) -> Classified<'n> {
     let mut best: Option<&DomainName> = None;
     for domain in domains {
-        if domain.matches(name) && best.is_none_or(|b| domain.labels > b.labels) {
+        if is_under(domain, name) && best.is_none_or(|b| domain.label_count() > b.label_count()) {
             best = Some(domain);
         }
     }
     let Some(domain) = best else {
         return Classified { query: outside(name), domain_offset: 0 };
     };
-    let first_domain_label = name.label_count() - domain.labels;
+    let first_domain_label = name.label_count() - domain.label_count();
     let domain_offset = if first_domain_label == 0 { 0 } else { name.label_offset(first_domain_label) };
     let query = if first_domain_label == 0 { Query::Apex } else { in_domain(name, first_domain_label, qtype) };
     Classified { query, domain_offset }
@@ -259,6 +212,12 @@ fn reverse_address(name: &LowerName) -> Option<IpAddr> {
         return Some(IpAddr::V6(Ipv6Addr::from(bytes)));
     }
     None
+}
+
+/// Is `name` `domain` or a name under it?
+fn is_under(domain: &DomainName, name: &LowerName) -> bool {
+    let (n, labels) = (name.label_count(), domain.label_count());
+    n >= labels && name.join(n - labels, n) == domain.bytes()
 }
 
 #[cfg(test)]

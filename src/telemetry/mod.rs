@@ -17,13 +17,13 @@ pub mod metrics;
 use std::fmt::Display;
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::time::SystemTime;
 
 use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::catalog::snapshot::Counts;
+pub use crate::config::{LogFormat, Sample};
 pub use metrics::{Backend, CatalogGauges, Metrics, UpstreamError};
 
 static METRICS: Metrics = Metrics::new();
@@ -31,27 +31,6 @@ static METRICS: Metrics = Metrics::new();
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     &METRICS
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// `tracing`'s readable format (colours on a terminal).
-    #[default]
-    Text,
-    /// One JSON object per line, fields flattened (for log shippers).
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!("invalid log format {other:?}: expected text or json")),
-        }
-    }
 }
 
 /// Installs the global subscriber, filtered by `log_level` (or `RUST_LOG` when set, for ad-hoc
@@ -68,48 +47,6 @@ pub fn init(log_level: &str, format: LogFormat) -> Result<(), String> {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     }
     .map_err(|e| e.to_string())
-}
-
-/// The share of queries written to the query log: `0` (off, the default) to `1` (all).
-/// Compared against a random `u32` per query, so a decision costs one generator step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Sample {
-    /// Queries are logged when a random `u32` is below this (`1 << 32` = all).
-    threshold: u64,
-}
-
-impl Sample {
-    /// A rate in `0..=1`.
-    pub fn from_rate(rate: f64) -> Result<Sample, String> {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(format!("invalid sample rate {rate}: expected 0 to 1 (0.01 = one query in 100)"));
-        }
-        Ok(Sample { threshold: (rate * (1u64 << 32) as f64).round() as u64 })
-    }
-
-    /// The rate, for logs.
-    pub fn rate(self) -> f64 {
-        self.threshold as f64 / (1u64 << 32) as f64
-    }
-
-    /// No query is logged.
-    pub fn is_off(self) -> bool {
-        self.threshold == 0
-    }
-
-    /// Whether to log this query.
-    #[inline]
-    pub fn hit(self, rng: &mut fastrand::Rng) -> bool {
-        u64::from(rng.u32(..)) < self.threshold
-    }
-}
-
-impl FromStr for Sample {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let rate: f64 = text.trim().parse().map_err(|_| format!("invalid sample rate {text:?}: expected 0 to 1"))?;
-        Sample::from_rate(rate)
-    }
 }
 
 /// A backend read its source and published a new snapshot (`trigger`: what made it read).

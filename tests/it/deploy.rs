@@ -18,7 +18,7 @@ use crate::support::{Daemon, query_tcp, query_udp};
 
 /// docker-compose.yml as JSON (PyYAML comes with Debian's docker-compose; it also resolves the
 /// `<<: *kong-env` merge the way Compose does).
-fn compose() -> Value {
+pub(crate) fn compose() -> Value {
     let out = Command::new("python3")
         .args(["-c", "import json, yaml; print(json.dumps(yaml.safe_load(open('docker-compose.yml'))))"])
         .output()
@@ -27,13 +27,13 @@ fn compose() -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn service_ip<'a>(c: &'a Value, service: &str) -> &'a str {
+pub(crate) fn service_ip<'a>(c: &'a Value, service: &str) -> &'a str {
     c["services"][service]["networks"]["stack"]["ipv4_address"]
         .as_str()
         .unwrap_or_else(|| panic!("{service}: no fixed address"))
 }
 
-fn consul_dns_command(c: &Value) -> Vec<String> {
+pub(crate) fn consul_dns_command(c: &Value) -> Vec<String> {
     c["services"]["consul-dns"]["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
 }
 

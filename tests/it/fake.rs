@@ -157,3 +157,26 @@ fn faults_counters_and_refusal() {
     fake.resume_listening();
     assert_eq!(get(fake.addr, "/v1/catalog/services").0, 200);
 }
+
+#[test]
+fn an_index_above_the_current_one_is_held_for_the_wait_and_a_restore_answers_held_queries() {
+    let fake = fake_with_web();
+    let at = index("/v1/catalog/services", &fake);
+    let start = Instant::now();
+    let (status, headers, _) = get(fake.addr, &format!("/v1/catalog/services?index={}&wait=300ms", at + 100));
+    assert_eq!(status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(300), "held as Consul holds it: {:?}", start.elapsed());
+    assert_eq!(header(&headers, "x-consul-index"), Some(at.to_string()), "then answered with the lower index");
+
+    let addr = fake.addr;
+    let held = std::thread::spawn(move || {
+        let start = Instant::now();
+        let (_, headers, _) = get(addr, &format!("/v1/catalog/services?index={at}&wait=20s"));
+        (start.elapsed(), header(&headers, "x-consul-index").unwrap().parse::<u64>().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    fake.index_goes_backwards();
+    let (took, after) = held.join().unwrap();
+    assert!(took < Duration::from_secs(5), "a restore abandons the held query: {took:?}");
+    assert!(after < at, "with the restored, lower index: {after} vs {at}");
+}

@@ -3,14 +3,21 @@
 
 mod cli;
 mod consul;
+mod consul_agent;
+mod consul_differential;
 mod db;
 mod db_source;
 mod deploy;
+mod deploy_files;
+mod deploy_wiring;
+mod examples;
 mod fake;
 mod forward;
 mod kong;
+mod layout;
 mod ops;
 mod oracle;
+mod rehearsal;
 mod reload;
 mod robustness;
 mod spec;

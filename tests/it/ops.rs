@@ -202,7 +202,9 @@ fn query_log_samples_and_json_log_format() {
     let d = Daemon::start(CATALOG, &["--query-log-sample", "1", "--log-format", "json"]);
     assert_eq!(query_udp(d.addr, "web.service.consul", RecordType::SRV, None).answers().len(), 2);
     assert_eq!(query_tcp(d.addr, "nope.service.consul", RecordType::A).rcode(), 3);
+    // Each line is written after its reply went out, by the worker that sent it: wait for both.
     assert!(d.wait_for_log("nope.service.consul", Duration::from_secs(5)), "{}", d.log());
+    assert!(d.wait_for_log("web.service.consul", Duration::from_secs(5)), "{}", d.log());
     let lines: Vec<serde_json::Value> = d.log().lines().map(|l| serde_json::from_str(l).expect(l)).collect();
     let queries: Vec<&serde_json::Value> = lines.iter().filter(|l| l["message"] == "Query.").collect();
     let mut summary: Vec<(String, String, String, String)> = queries

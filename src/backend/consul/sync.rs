@@ -357,3 +357,108 @@ async fn read_health(client: &Client, dc: &str, service: &str) -> Result<Vec<Wir
         .map(Option::unwrap_or_default)
         .map_err(|e| SyncError::Decode { url: path, message: e.to_string() })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The sync state machine on tokio's paused clock, fed events as the watches and service
+    //! reads would send them (no HTTP: the syncer's tasks are not started).
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::consul::wire::WireCheck;
+    use crate::backend::publish::COALESCE;
+    use crate::catalog::{BuildOptions, Catalog, Snapshot};
+    use crate::config::source::{DEFAULT_CONSUL_MAX_CONNS, DEFAULT_CONSUL_WAIT};
+    use crate::telemetry::Backend;
+
+    fn settings() -> Settings {
+        Settings {
+            address: "http://127.0.0.1:1".into(),
+            token: None,
+            ca_cert: None,
+            stale: true,
+            max_conns: DEFAULT_CONSUL_MAX_CONNS as usize,
+            wait: DEFAULT_CONSUL_WAIT,
+            datacenters: None,
+            translate_wan_addrs: false,
+            datacenter: Some("dc1".into()),
+        }
+    }
+
+    fn syncer(dcs: &[&str]) -> (Syncer, Arc<Catalog>) {
+        let options = Arc::new(BuildOptions::new("dc1", 5));
+        let catalog = Arc::new(Catalog::new(Snapshot::empty(Arc::clone(&options), false)));
+        let (tx, rx) = tokio::sync::watch::channel(options);
+        std::mem::forget(tx); // the options never change in these tests
+        let publisher = Publisher::new(Backend("consul"), Arc::clone(&catalog), rx, None, None);
+        let mut syncer = Syncer::new(settings(), Client::new(&settings()).unwrap(), publisher);
+        for dc in dcs {
+            syncer.store.add_dc(dc, AddressSet::Lan);
+        }
+        (syncer, catalog)
+    }
+
+    fn entry(node: &str, id: &str, status: &str) -> WireEntry {
+        let json = format!(
+            r#"{{"Node":{{"Node":"{node}","Address":"10.0.0.1"}},"Service":{{"ID":"{id}","Service":"web","Port":80}},
+                "Checks":[{{"Node":"{node}","CheckID":"c-{id}","ServiceID":"{id}","Status":"{status}","ModifyIndex":9}}]}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    /// One datacenter's whole first sync: services list, nodes, checks and web's entries.
+    fn sync_dc(syncer: &mut Syncer, dc: &str, status: &str) {
+        let list = [("web".to_owned(), Some(vec![]))].into();
+        syncer.handle(Event::Watch { dc: dc.into(), body: Body::Services(list), index: 5 });
+        syncer.handle(Event::Watch { dc: dc.into(), body: Body::Nodes(vec![]), index: 5 });
+        syncer.handle(Event::Watch { dc: dc.into(), body: Body::Checks(vec![]), index: 5 });
+        let key = (dc.to_owned(), "web".to_owned());
+        assert!(syncer.fetches.first.remove(&key), "web is read first");
+        syncer.fetches.in_flight.insert(key);
+        let result = Ok(vec![entry("n1", "web-1", status)]);
+        syncer.handle(Event::Health { dc: dc.into(), service: "web".into(), result });
+    }
+
+    fn web_in(catalog: &Catalog, dc: &str) -> usize {
+        let snapshot = catalog.load();
+        snapshot.datacenter(Some(dc.as_bytes())).and_then(|d| d.lookup(None, b"web")).map_or(0, |r| r.instances.len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_publish_waits_for_every_datacenter_or_the_grace_period() {
+        let (mut syncer, catalog) = syncer(&["dc1", "dc2"]);
+        sync_dc(&mut syncer, "dc1", "passing");
+        syncer.publish_when_due().await;
+        assert!(!catalog.load().is_synced(), "dc2 is still syncing: nothing is published");
+        tokio::time::advance(FIRST_SYNC_GRACE - Duration::from_millis(1)).await;
+        syncer.publish_when_due().await;
+        assert!(!catalog.load().is_synced(), "not before the grace period ends");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        syncer.publish_when_due().await;
+        assert!(catalog.load().is_synced() && web_in(&catalog, "dc1") == 1, "then dc1 alone");
+        sync_dc(&mut syncer, "dc2", "passing");
+        syncer.publish_when_due().await;
+        assert_eq!(web_in(&catalog, "dc2"), 1, "a datacenter going live is published at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_flip_is_published_once_changes_settle() {
+        let (mut syncer, catalog) = syncer(&["dc1"]);
+        sync_dc(&mut syncer, "dc1", "passing");
+        syncer.publish_when_due().await;
+        assert_eq!(web_in(&catalog, "dc1"), 1, "every datacenter live: published at once");
+        let critical: WireCheck = serde_json::from_str(
+            r#"{"Node":"n1","CheckID":"c-web-1","ServiceID":"web-1","Status":"critical","ModifyIndex":10}"#,
+        )
+        .unwrap();
+        syncer.handle(Event::Watch { dc: "dc1".into(), body: Body::Checks(vec![critical]), index: 10 });
+        syncer.publish_when_due().await;
+        assert_eq!(web_in(&catalog, "dc1"), 1, "coalescing: not yet");
+        let wait = syncer.next_deadline().expect("a publish is due") - Instant::now();
+        assert!(wait > Duration::ZERO && wait <= COALESCE, "due within the coalescing time: {wait:?}");
+        tokio::time::advance(wait).await;
+        syncer.publish_when_due().await;
+        assert_eq!(web_in(&catalog, "dc1"), 0, "the critical instance is gone");
+    }
+}

@@ -146,6 +146,10 @@ pub async fn run(client: Client, dc: String, topic: Topic, events: mpsc::Sender<
                 Event::Failed { failure: Failure::IndexWentBackwards, error }
             }
             Err(error) => {
+                // The agent may have been replaced by one whose indexes start again: a blocking
+                // read with the old index would hang for the whole wait, and an index that
+                // comes back equal would read as "unchanged". Read afresh once it answers.
+                index = 0;
                 let delay = backoff.next_delay();
                 debug!(watch, %error, ?delay, "Consul read failed; retrying.");
                 let failed = Event::Failed { failure: error.reason(), error: format!("{watch}: {error}") };

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::dns::acl::Cidr;
 
 /// The port recursors listen on when none is given (resolv.conf has no port syntax).
-pub const DNS_PORT: u16 = 53;
+pub use crate::config::kinds::DNS_PORT;
 
 /// What the machine says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -30,7 +30,6 @@ pub mod host;
 pub mod relay;
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -45,30 +44,11 @@ use crate::wire::{self, flag, rcode};
 use cache::Cache;
 
 /// Default `recursor_timeout` (Consul's).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_TIMEOUT: Duration = crate::config::DEFAULT_RECURSOR_TIMEOUT;
 /// Longest a question waits for its upstreams in total (unless one timeout is longer).
 pub const MAX_TOTAL: Duration = Duration::from_secs(5);
 
-/// In which order the upstreams are asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// In the configured order: the first is asked first, the others when it fails.
-    #[default]
-    Sequential,
-    /// In a fresh random order for every question, spreading load.
-    Random,
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "sequential" => Ok(Strategy::Sequential),
-            "random" => Ok(Strategy::Random),
-            other => Err(format!("invalid strategy {other:?}: expected sequential or random")),
-        }
-    }
-}
+pub use crate::config::Strategy;
 
 /// Where and how questions are relayed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -57,7 +57,14 @@ impl Daemon {
         {
             command.env_remove(var); // the machine's Consul settings must not leak into tests
         }
-        command.args(args).env_remove("RUST_LOG").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command.args(args).env_remove("RUST_LOG");
+        Daemon::spawn(command, dir, http_off)
+    }
+
+    /// Starts a prepared command line (e.g. under `ip netns exec`) and waits for its
+    /// "listening." log lines; the HTTP one too unless `http_off`.
+    pub fn spawn(mut command: Command, dir: tempfile::TempDir, http_off: bool) -> Daemon {
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start consul-dns");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();

@@ -21,6 +21,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+#[path = "fake_consul_agent.rs"]
+mod agent;
+
 /// A fault applied to every read until cleared.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -109,10 +112,16 @@ struct Dc {
 struct State {
     raft: u64,
     offset: u64,
+    /// Snapshot restores so far: each one abandons the held queries.
+    restores: u64,
     local: String,
     dcs: BTreeMap<String, Dc>,
     fault: Option<Fault>,
     agent_self_forbidden: bool,
+    /// The agent's own address (its node's, in `/v1/agent/self`).
+    agent_address: String,
+    /// Registration generation per agent check id: a check's runner stops when it moves.
+    agent_checks: BTreeMap<String, u64>,
     token: Option<String>,
     tokens_seen: Vec<String>,
     requests: u64,
@@ -137,8 +146,28 @@ impl FakeConsul {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+        FakeConsul::with(runtime, listener, local, others)
+    }
+
+    /// Starts one of datacenter `local` listening on `addr`, every thread of its runtime
+    /// running `on_thread_start` first: entering a network namespace there puts its listener
+    /// and the agent's HTTP checks in it, not on this machine's own network.
+    pub fn start_at(addr: SocketAddr, local: &str, on_thread_start: impl Fn() + Send + Sync + 'static) -> FakeConsul {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(on_thread_start)
+            .build()
+            .expect("runtime");
+        let bound = runtime.block_on(runtime.spawn(TcpListener::bind(addr))); // bound on a worker
+        let listener = bound.expect("bind task").unwrap_or_else(|e| panic!("fake Consul cannot bind {addr}: {e}"));
+        FakeConsul::with(runtime, listener, local, &[])
+    }
+
+    fn with(runtime: tokio::runtime::Runtime, listener: TcpListener, local: &str, others: &[&str]) -> FakeConsul {
         let addr = listener.local_addr().unwrap();
-        let mut state = State { raft: 10, local: local.into(), ..State::default() };
+        let mut state =
+            State { raft: 10, local: local.into(), agent_address: addr.ip().to_string(), ..State::default() };
         for dc in std::iter::once(local).chain(others.iter().copied()) {
             state.dcs.insert(dc.into(), Dc { extinction: 1, ..Dc::default() });
         }
@@ -158,6 +187,7 @@ impl FakeConsul {
     fn serve(&self, listener: TcpListener) {
         let (state, version, mut listening) =
             (Arc::clone(&self.state), self.version.clone(), self.listening.subscribe());
+        let writer = agent::Writer { state: Arc::clone(&self.state), version: self.version.clone() };
         let runtime = self.runtime.as_ref().unwrap();
         runtime.spawn(async move {
             loop {
@@ -167,8 +197,10 @@ impl FakeConsul {
                 };
                 let Ok((stream, _)) = accepted else { continue };
                 let (state, version, mut stop) = (Arc::clone(&state), version.clone(), listening.clone());
+                let writer = writer.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(Arc::clone(&state), version.subscribe(), req));
+                    let service =
+                        service_fn(move |req| handle(Arc::clone(&state), version.subscribe(), writer.clone(), req));
                     let conn =
                         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
@@ -186,13 +218,7 @@ impl FakeConsul {
 
     /// Runs `change` on datacenter `dc` at the next raft index and wakes blocked queries.
     fn write(&self, dc: &str, change: impl FnOnce(&mut Dc, u64)) {
-        {
-            let mut state = self.lock();
-            state.raft += 1;
-            let index = state.raft;
-            change(state.dcs.get_mut(dc).expect("known datacenter"), index);
-        }
-        self.version.send_modify(|v| *v += 1);
+        write_to(&self.state, &self.version, dc, change);
     }
 
     /// Registers (or re-registers) a node with `address`.
@@ -216,60 +242,21 @@ impl FakeConsul {
         meta: &[(&str, &str)],
     ) {
         let meta: BTreeMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        self.write(dc, |d, index| {
-            let created = d.nodes.get(node).map_or(index, |n| n.index.0);
-            d.nodes.insert(node.into(), NodeRec { address: address.into(), tagged, meta, index: (created, index) });
-            d.nodes_index = index;
-            let touched: Vec<String> = on_node(&d.services, node).map(|(_, s)| s.svc.name.clone()).collect();
-            for name in touched {
-                d.service_index.insert(name, index);
-            }
-        });
+        self.write(dc, |d, index| put_node(d, index, node, address, tagged, meta));
     }
 
     /// Registers a service instance on `node` (which must exist), with its checks.
     pub fn register(&self, dc: &str, node: &str, svc: Svc) {
         self.write(dc, |d, index| {
             assert!(d.nodes.contains_key(node), "register node {node} first");
-            let id = if svc.id.is_empty() { svc.name.clone() } else { svc.id.clone() };
-            let key = (node.to_owned(), id.clone());
-            let created = d.services.get(&key).map_or(index, |s| s.index.0);
-            remove_checks_of(d, node, &id);
-            for (check, status) in &svc.checks {
-                let rec = CheckRec {
-                    status: status.clone(),
-                    service_id: id.clone(),
-                    service_name: svc.name.clone(),
-                    index: (index, index),
-                };
-                d.checks.insert((node.into(), check.clone()), rec);
-            }
-            d.service_index.insert(svc.name.clone(), index);
-            d.by_name.entry(svc.name.clone()).or_default().insert(key.clone());
-            if let Some(old) =
-                d.services.insert(key.clone(), SvcRec { svc: Svc { id, ..svc }, index: (created, index) })
-                && old.svc.name != d.services[&key].svc.name
-            {
-                d.by_name.get_mut(&old.svc.name).map(|set| set.remove(&key));
-            }
-            d.services_index = index;
-            d.checks_index = index;
+            put_service(d, index, node, svc);
         });
     }
 
     /// Removes one instance and its checks.
     pub fn deregister(&self, dc: &str, node: &str, id: &str) {
         self.write(dc, |d, index| {
-            let key = (node.to_owned(), id.to_owned());
-            let Some(rec) = d.services.remove(&key) else { return };
-            d.by_name.get_mut(&rec.svc.name).map(|set| set.remove(&key));
-            remove_checks_of(d, node, id);
-            d.service_index.insert(rec.svc.name.clone(), index);
-            if !d.services.values().any(|s| s.svc.name == rec.svc.name) {
-                d.extinction = index;
-            }
-            d.services_index = index;
-            d.checks_index = index;
+            remove_service(d, index, node, id);
         });
     }
 
@@ -299,23 +286,7 @@ impl FakeConsul {
     /// Sets a check's status (`passing`, `warning`, `critical`); adds it if new. An empty
     /// `service_id` makes a node check.
     pub fn set_check(&self, dc: &str, node: &str, check: &str, service_id: &str, status: &str) {
-        self.write(dc, |d, index| {
-            let service_name = d
-                .services
-                .get(&(node.to_owned(), service_id.to_owned()))
-                .map(|s| s.svc.name.clone())
-                .unwrap_or_default();
-            let key = (node.to_owned(), check.to_owned());
-            let created = d.checks.get(&key).map_or(index, |c| c.index.0);
-            let rec = CheckRec {
-                status: status.into(),
-                service_id: service_id.into(),
-                service_name,
-                index: (created, index),
-            };
-            d.checks.insert(key, rec);
-            touch_checks(d, node, service_id, index);
-        });
+        self.write(dc, |d, index| put_check(d, index, node, check, service_id, status));
     }
 
     /// Removes a check.
@@ -374,6 +345,7 @@ impl FakeConsul {
             let mut state = self.lock();
             state.offset = state.raft - 2;
             state.raft += 1;
+            state.restores += 1;
         }
         self.version.send_modify(|v| *v += 1);
     }
@@ -406,6 +378,21 @@ impl FakeConsul {
         self.serve(listener);
     }
 
+    /// Instances of `name` in the local datacenter: `(id, address, port, check statuses)`.
+    pub fn instances(&self, name: &str) -> Vec<(String, String, u16, Vec<String>)> {
+        let state = self.lock();
+        let dc = &state.dcs[&state.local];
+        dc.services
+            .iter()
+            .filter(|(_, s)| s.svc.name == name)
+            .map(|((node, id), s)| {
+                let checks = on_node(&dc.checks, node).filter(|(_, c)| c.service_id == *id);
+                let statuses = checks.map(|(_, c)| c.status.clone()).collect();
+                (id.clone(), s.svc.address.clone(), s.svc.port, statuses)
+            })
+            .collect()
+    }
+
     /// Requests served so far.
     pub fn requests(&self) -> u64 {
         self.lock().requests
@@ -429,6 +416,84 @@ impl Drop for FakeConsul {
             runtime.shutdown_background();
         }
     }
+}
+
+/// Runs `change` on datacenter `dc` at the next raft index and wakes blocked queries.
+fn write_to(state: &Mutex<State>, version: &watch::Sender<u64>, dc: &str, change: impl FnOnce(&mut Dc, u64)) {
+    {
+        let mut state = state.lock().unwrap();
+        state.raft += 1;
+        let index = state.raft;
+        change(state.dcs.get_mut(dc).expect("known datacenter"), index);
+    }
+    version.send_modify(|v| *v += 1);
+}
+
+fn put_node(
+    d: &mut Dc,
+    index: u64,
+    node: &str,
+    address: &str,
+    tagged: BTreeMap<String, String>,
+    meta: BTreeMap<String, String>,
+) {
+    let created = d.nodes.get(node).map_or(index, |n| n.index.0);
+    d.nodes.insert(node.into(), NodeRec { address: address.into(), tagged, meta, index: (created, index) });
+    d.nodes_index = index;
+    let touched: Vec<String> = on_node(&d.services, node).map(|(_, s)| s.svc.name.clone()).collect();
+    for name in touched {
+        d.service_index.insert(name, index);
+    }
+}
+
+fn put_service(d: &mut Dc, index: u64, node: &str, svc: Svc) {
+    let id = if svc.id.is_empty() { svc.name.clone() } else { svc.id.clone() };
+    let key = (node.to_owned(), id.clone());
+    let created = d.services.get(&key).map_or(index, |s| s.index.0);
+    remove_checks_of(d, node, &id);
+    for (check, status) in &svc.checks {
+        let rec = CheckRec {
+            status: status.clone(),
+            service_id: id.clone(),
+            service_name: svc.name.clone(),
+            index: (index, index),
+        };
+        d.checks.insert((node.into(), check.clone()), rec);
+    }
+    d.service_index.insert(svc.name.clone(), index);
+    d.by_name.entry(svc.name.clone()).or_default().insert(key.clone());
+    if let Some(old) = d.services.insert(key.clone(), SvcRec { svc: Svc { id, ..svc }, index: (created, index) })
+        && old.svc.name != d.services[&key].svc.name
+    {
+        d.by_name.get_mut(&old.svc.name).map(|set| set.remove(&key));
+    }
+    d.services_index = index;
+    d.checks_index = index;
+}
+
+/// Whether there was such an instance.
+fn remove_service(d: &mut Dc, index: u64, node: &str, id: &str) -> bool {
+    let key = (node.to_owned(), id.to_owned());
+    let Some(rec) = d.services.remove(&key) else { return false };
+    d.by_name.get_mut(&rec.svc.name).map(|set| set.remove(&key));
+    remove_checks_of(d, node, id);
+    d.service_index.insert(rec.svc.name.clone(), index);
+    if !d.services.values().any(|s| s.svc.name == rec.svc.name) {
+        d.extinction = index;
+    }
+    d.services_index = index;
+    d.checks_index = index;
+    true
+}
+
+fn put_check(d: &mut Dc, index: u64, node: &str, check: &str, service_id: &str, status: &str) {
+    let service_name =
+        d.services.get(&(node.to_owned(), service_id.to_owned())).map(|s| s.svc.name.clone()).unwrap_or_default();
+    let key = (node.to_owned(), check.to_owned());
+    let created = d.checks.get(&key).map_or(index, |c| c.index.0);
+    let rec = CheckRec { status: status.into(), service_id: service_id.into(), service_name, index: (created, index) };
+    d.checks.insert(key, rec);
+    touch_checks(d, node, service_id, index);
 }
 
 /// The entries of a `(node, …)`-keyed map that belong to `node`.
@@ -539,6 +604,7 @@ impl Drop for InFlight {
 async fn handle(
     state: Arc<Mutex<State>>,
     mut version: watch::Receiver<u64>,
+    writer: agent::Writer,
     req: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
     let query = parse_query(&req);
@@ -561,6 +627,9 @@ async fn handle(
         }
         InFlight(Arc::clone(&state))
     };
+    if req.method() == hyper::Method::PUT && query.path.starts_with("/v1/agent/service/") {
+        return Ok(agent::write(&writer, &query.path, req).await);
+    }
     if req.method() != hyper::Method::GET {
         return Ok(text(405, "method not allowed"));
     }
@@ -586,10 +655,15 @@ async fn handle(
     };
     let jitter = Duration::from_millis(fastrand::u64(0..=(wait.as_millis() as u64 / 16)));
     let deadline = tokio::time::Instant::now() + wait + jitter;
+    let restores = state.lock().unwrap().restores;
     loop {
         version.borrow_and_update();
         let held = wanted != 0 && tokio::time::Instant::now() < deadline;
-        let unchanged = held && index_of(&state.lock().unwrap(), &query) == Some(wanted);
+        // Consul holds a query until the index moves past the client's, so a client asking with
+        // an index from an earlier cluster (the agent started again with an empty catalog)
+        // waits out `wait`; a snapshot restore abandons the held queries instead.
+        let restored = state.lock().unwrap().restores != restores;
+        let unchanged = held && !restored && index_of(&state.lock().unwrap(), &query).is_some_and(|i| i <= wanted);
         if unchanged && state.lock().unwrap().fault.is_none() {
             // Still nothing new: wait without rendering the body (as Consul's watch sets do).
             tokio::select! {
@@ -604,9 +678,9 @@ async fn handle(
             Answer::Plain(body) => (200, body, None),
             Answer::Error(code, message) => return Ok(text(code, message)),
         };
-        // A lower index than the client's (a restore) answers at once too: Consul abandons
-        // every watch on restore, so held queries return with the new, lower index.
-        let ready = wanted == 0 || index.is_none_or(|i| i != wanted);
+        // A restore answers the held queries at once, with the new, lower index.
+        let restored = state.lock().unwrap().restores != restores;
+        let ready = wanted == 0 || restored || index.is_none_or(|i| i > wanted);
         let fault = state.lock().unwrap().fault.clone();
         if let Some(Fault::Status(code, body)) = fault {
             return Ok(text(code, body));
@@ -688,11 +762,11 @@ fn answer(state: &State, q: &Query) -> Answer {
             );
         }
         return Answer::Plain(json!({
-            "Config": {"Datacenter": state.local, "NodeName": "fake-agent", "Server": false, "Version": "1.19.2"},
+            "Config": {"Datacenter": state.local, "NodeName": agent::NODE, "Server": false, "Version": "1.19.2"},
             "DebugConfig": {"Datacenter": state.local, "DNSDomain": "consul.", "DNSAltDomain": ""},
-            "Member": {"Name": "fake-agent", "Addr": "127.0.0.1", "Port": 8301},
-            "Meta": {"consul-version": "1.19.2"},
-            "xDS": null
+            "Member": {"Name": agent::NODE, "Addr": state.agent_address, "Port": 8301},
+            "Meta": {"consul-network-segment": ""},
+            "xDS": {"SupportedProxies": {"envoy": ["1.25.4"]}, "Port": 8502, "Ports": {"Plaintext": 8502, "TLS": -1}}
         }));
     }
     if q.path == "/v1/catalog/datacenters" {
@@ -809,7 +883,7 @@ fn node_json(dc: &str, name: &str, n: &NodeRec, shown: impl Fn(u64) -> u64) -> V
 fn service_json(s: &SvcRec, shown: impl Fn(u64) -> u64) -> Value {
     let svc = &s.svc;
     let mut out = json!({
-        "ID": svc.id, "Service": svc.name, "Tags": svc.tags, "Address": svc.address, "Meta": {},
+        "ID": svc.id, "Service": svc.name, "Tags": svc.tags, "Address": svc.address, "Meta": null,
         "Weights": svc.weights.map_or(json!({"Passing": 1, "Warning": 1}), |(p, w)| json!({"Passing": p, "Warning": w})),
         "EnableTagOverride": false,
         "Proxy": if svc.kind == "connect-proxy" { json!({"DestinationServiceName": svc.proxy_for, "Mode": ""}) } else { json!({"Mode": "", "MeshGateway": {}, "Expose": {}}) },

@@ -2,9 +2,12 @@
 //! and "HTTP listening." log lines), real `dig`, and a small DNS client on hickory-proto.
 
 pub mod client;
+pub mod consul_agent;
 pub mod daemon;
 pub mod fake_consul;
+pub mod go_examples;
 pub mod http;
+pub mod netns;
 pub mod proxy;
 pub mod stores;
 pub mod upstream;

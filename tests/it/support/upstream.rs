@@ -42,6 +42,7 @@ struct State {
     udp: AtomicUsize,
     tcp: AtomicUsize,
     stop: AtomicBool,
+    kong_database: Ipv4Addr,
 }
 
 /// A running upstream; stops on drop.
@@ -50,25 +51,43 @@ pub struct Upstream {
     /// Where it answers, UDP and TCP.
     pub addr: SocketAddr,
     state: Arc<State>,
+    /// The network namespace it listens in (`None`: this machine's loopback).
+    netns: Option<String>,
 }
 
 impl Upstream {
     /// Starts one on 127.0.0.1 with a free port (UDP first, then TCP on the port UDP got).
     pub fn start(mode: Mode) -> Upstream {
         let (udp, tcp) = bind_pair();
+        Upstream::serve(udp, tcp, mode, KONG_DATABASE_IP, None)
+    }
+
+    /// Starts one on `addr` inside the network namespace `netns`, answering `kong-database.`
+    /// with `kong_database` (as Docker's DNS at 127.0.0.11 answers a container's name).
+    pub fn start_in_netns(netns: &str, addr: SocketAddr, kong_database: Ipv4Addr) -> Upstream {
+        let (udp, tcp) = super::netns::within(netns, move || {
+            let udp = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("upstream cannot bind {addr}/udp: {e}"));
+            let tcp = TcpListener::bind(addr).unwrap_or_else(|e| panic!("upstream cannot bind {addr}/tcp: {e}"));
+            (udp, tcp)
+        });
+        Upstream::serve(udp, tcp, Mode::Answer, kong_database, Some(netns.to_owned()))
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, mode: Mode, kong_database: Ipv4Addr, netns: Option<String>) -> Upstream {
         let addr = udp.local_addr().unwrap();
         let state = Arc::new(State {
             mode: Mutex::new(mode),
             udp: AtomicUsize::new(0),
             tcp: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            kong_database,
         });
         udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let s = Arc::clone(&state);
         std::thread::spawn(move || serve_udp(udp, s));
         let s = Arc::clone(&state);
         std::thread::spawn(move || serve_tcp(tcp, s));
-        Upstream { addr, state }
+        Upstream { addr, state, netns }
     }
 
     /// Changes how it behaves from now on.
@@ -100,7 +119,19 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the accept loop
+        let addr = self.addr;
+        match &self.netns {
+            None => drop(TcpStream::connect(addr)), // wakes the accept loop
+            Some(ns) => {
+                let ns = ns.clone();
+                let _ = std::thread::spawn(move || {
+                    if super::netns::try_enter(&ns).is_ok() {
+                        let _ = TcpStream::connect(addr);
+                    }
+                })
+                .join();
+            }
+        }
     }
 }
 
@@ -120,7 +151,7 @@ fn serve_udp(socket: UdpSocket, state: Arc<State>) {
         let Ok((len, peer)) = socket.recv_from(&mut buf) else { continue };
         state.udp.fetch_add(1, Ordering::SeqCst);
         let mode = *state.mode.lock().unwrap();
-        if let Some(reply) = answer(&buf[..len], mode, false) {
+        if let Some(reply) = answer(&buf[..len], mode, false, state.kong_database) {
             let _ = socket.send_to(&reply, peer);
         }
     }
@@ -146,7 +177,7 @@ fn serve_tcp(listener: TcpListener, state: Arc<State>) {
                 }
                 state.tcp.fetch_add(1, Ordering::SeqCst);
                 let mode = *state.mode.lock().unwrap();
-                let Some(reply) = answer(&query, mode, true) else { continue };
+                let Some(reply) = answer(&query, mode, true, state.kong_database) else { continue };
                 let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&reply);
                 if stream.write_all(&framed).is_err() {
@@ -162,7 +193,7 @@ fn name(text: &str) -> Name {
 }
 
 /// The reply to `packet` in `mode`, `None` for silence.
-fn answer(packet: &[u8], mode: Mode, tcp: bool) -> Option<Vec<u8>> {
+fn answer(packet: &[u8], mode: Mode, tcp: bool, kong_database: Ipv4Addr) -> Option<Vec<u8>> {
     if mode == Mode::Silent {
         return None;
     }
@@ -185,7 +216,7 @@ fn answer(packet: &[u8], mode: Mode, tcp: bool) -> Option<Vec<u8>> {
     let qtype = question.query_type();
     let records: Option<Vec<Record>> = match owner.to_ascii().as_str() {
         "kong-database." => Some(match qtype {
-            RecordType::A => vec![a(&owner, KONG_DATABASE_TTL, KONG_DATABASE_IP)],
+            RecordType::A => vec![a(&owner, KONG_DATABASE_TTL, kong_database)],
             _ => vec![],
         }),
         "big.example." => Some(match qtype {

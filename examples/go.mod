@@ -1,0 +1,3 @@
+module consul-dns/examples
+
+go 1.19
