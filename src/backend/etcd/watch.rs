@@ -46,10 +46,7 @@ pub(crate) async fn run(settings: EtcdSettings, mut publisher: Publisher, cancel
             return publisher.finish().await;
         }
     };
-    let mut backoff = match Backoff::try_new(RETRY_MIN, RETRY_MAX, 0.2) {
-        Ok(backoff) => backoff,
-        Err(error) => unreachable!("constant backoff settings are valid: {error}"),
-    };
+    let mut backoff = Backoff::try_new(RETRY_MIN, RETRY_MAX, 0.2).expect("valid constants");
     let mut keys: BTreeMap<String, KeyValue> = BTreeMap::new();
     let mut revision = 0;
     let mut state = State::Read;

@@ -33,10 +33,7 @@ pub(crate) async fn run(settings: DatabaseSettings, mut publisher: Publisher, ca
             return publisher.finish().await;
         }
     };
-    let mut backoff = match Backoff::try_new(RETRY_MIN, RETRY_MAX, 0.2) {
-        Ok(backoff) => backoff,
-        Err(error) => unreachable!("constant backoff settings are valid: {error}"),
-    };
+    let mut backoff = Backoff::try_new(RETRY_MIN, RETRY_MAX, 0.2).expect("valid constants");
     let mut notifications = match store.dialect() {
         Dialect::Postgres => Some(spawn_listener(settings.clone(), cancel.child_token())),
         _ => None,
@@ -157,4 +154,61 @@ async fn notification(notifications: &mut Option<mpsc::Receiver<()>>) {
         return;
     }
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::registry::Registration;
+    use crate::catalog::{BuildOptions, Catalog, Snapshot};
+
+    fn options() -> Arc<BuildOptions> {
+        Arc::new(BuildOptions::new("dc1", 5))
+    }
+
+    /// The loop's one step on a real SQLite file: a read publishes, a bad row is skipped while
+    /// the rest is served, and a store that fails publishes nothing (the catalog stays).
+    #[tokio::test]
+    async fn a_sync_publishes_skips_bad_rows_and_keeps_the_catalog_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: crate::config::database::DatabaseUrl =
+            format!("sqlite://{}", dir.path().join("c.db").display()).parse().unwrap();
+        let store = SqlStore::open(&url, true).unwrap();
+        store.init().await.unwrap();
+        let web = Registration::new("web", Some("10.0.0.1"), 80, None, &[], Some("n1"), 1).unwrap();
+        store.register(web).await.unwrap();
+        let catalog = Arc::new(Catalog::new(Snapshot::empty(options(), false)));
+        let (_options, options_rx) = tokio::sync::watch::channel(options());
+        let backend = crate::telemetry::Backend("sqlite-test");
+        let mut publisher = Publisher::new(backend, Arc::clone(&catalog), options_rx, None, None);
+        let mut seen = None;
+
+        sync(&store, &mut publisher, &mut seen, false).await.unwrap();
+        let counts = catalog.load().counts();
+        assert!(catalog.load().is_synced());
+        assert_eq!((counts.services, counts.instances, counts.nodes), (1, 1, 1));
+        let serial = catalog.load().serial();
+        sync(&store, &mut publisher, &mut seen, false).await.unwrap();
+        assert_eq!(catalog.load().serial(), serial, "an unmoved counter publishes nothing");
+
+        let api = Registration::new("api", Some("10.0.0.2"), 81, None, &[], None, 1).unwrap();
+        store.register(api).await.unwrap();
+        let bad = Registration::new("bad", Some("10.0.0.3"), 82, None, &[], Some("n9"), 1).unwrap();
+        store.register(bad.for_existing_node("10.0.0.3")).await.unwrap_err(); // n9 unknown: refused
+        let mut tables = store.read().await.unwrap().1;
+        tables
+            .services
+            .push(crate::backend::registry::ServiceEntry { health: "sick".into(), ..tables.services[0].clone() });
+        tables.services.last_mut().unwrap().id = "broken".into();
+        publish(tables, &mut publisher, "test").await;
+        let counts = catalog.load().counts();
+        assert_eq!((counts.services, counts.instances), (2, 2), "the bad row is left out, the rest served");
+
+        store.close().await;
+        let error = sync(&store, &mut publisher, &mut seen, true).await.unwrap_err();
+        assert_eq!(error.failure(), crate::backend::failure::Failure::Network, "{error}");
+        assert_eq!(catalog.load().counts().instances, 2, "a failed read publishes nothing");
+    }
 }
