@@ -413,3 +413,54 @@ fn ready_and_metrics_follow_the_consul_sync() {
     let m = samples(&get(d.http(), "/metrics").text());
     assert!(m["consul_dns_sync_publishes_total{backend=\"consul\"}"] >= 2.0, "{m:?}");
 }
+
+/// A Consul answering `X-Consul-Index: 0` to everything froze the catalog: the index was
+/// taken for "unchanged", and the watch spun without blocking. Now the body is applied and
+/// the loop is held to the churn limit.
+#[test]
+fn index_zero_from_consul_still_delivers_changes_at_a_bounded_rate() {
+    let fake = web_fake("dc1", &[]);
+    fake.set_fault(Fault::IndexZero);
+    let d = start(&fake, &[]);
+    eventually(&d, 10 * SEC, "synced", || !rdata(&d, "web.service.consul", RecordType::A).is_empty());
+    std::thread::sleep(SEC);
+    fake.register("dc1", "n1", Svc::new("api", "api-1", 81));
+    eventually(&d, 5 * SEC, "api answered under index 0", || {
+        !rdata(&d, "api.service.consul", RecordType::A).is_empty()
+    });
+    let before = fake.requests();
+    std::thread::sleep(2 * SEC);
+    let per_second = (fake.requests() - before) as f64 / 2.0;
+    // Four watches at most 4 rounds each per second, plus the service reads they start.
+    assert!(per_second < 100.0, "{per_second} requests a second: the loop is not held back");
+}
+
+/// HTTP 200 with a body of the wrong shape counted as a fresh sync when the index had not
+/// moved: the catalog looked current while every read failed. Only a decoded body counts.
+#[test]
+fn garbage_with_an_unchanged_index_is_a_failure_not_a_fresh_sync() {
+    use crate::support::http::{get, samples};
+    let fake = web_fake("dc1", &[]);
+    let url = fake.url();
+    let d = Daemon::start_in(tempfile::tempdir().unwrap(), &["--consul", &url, "--consul-wait", "1s"]);
+    eventually(&d, 10 * SEC, "synced", || !rdata(&d, "web.service.consul", RecordType::A).is_empty());
+    let last_success = |d: &Daemon| {
+        samples(&get(d.http(), "/metrics").text())
+            .get("consul_dns_sync_last_success_timestamp_seconds{backend=\"consul\"}")
+            .copied()
+            .unwrap_or_default()
+    };
+    fake.set_fault(Fault::WrongShape);
+    std::thread::sleep(SEC); // reads under way before the fault finish
+    let during = last_success(&d);
+    std::thread::sleep(3 * SEC);
+    assert_eq!(last_success(&d), during, "no read succeeded during the fault");
+    let decode = samples(&get(d.http(), "/metrics").text())
+        .get("consul_dns_sync_failures_total{backend=\"consul\",reason=\"decode\"}")
+        .copied()
+        .unwrap_or_default();
+    assert!(decode >= 1.0, "the bad bodies are counted as decode failures");
+    assert_eq!(rdata(&d, "web.service.consul", RecordType::A).len(), 1, "the last good answers stay");
+    fake.clear_fault();
+    eventually(&d, 10 * SEC, "reads succeed again", || last_success(&d) > during);
+}

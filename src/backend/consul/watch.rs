@@ -34,9 +34,12 @@ pub enum Step {
     WentBackwards,
 }
 
-/// H3.6: backwards → reset; 0 → 1 (never block with 0: a busy loop); same → unchanged.
+/// H3.6: backwards → reset; same → unchanged. A reply without an index (none, or 0) says
+/// nothing about change: its body is applied, and the next query sends 1 (Consul's own
+/// client rule: never block with 0), so a Consul that keeps answering 0 is polled at the
+/// churn limit and its changes still arrive.
 pub fn step(sent: u64, returned: Option<u64>) -> Step {
-    let returned = returned.unwrap_or(0).max(1);
+    let Some(returned) = returned.filter(|&r| r > 0) else { return Step::Changed(1) };
     if sent == 0 {
         Step::Changed(returned)
     } else if returned < sent {
@@ -178,6 +181,8 @@ async fn round(
 ) -> Result<Option<(Body, u64)>, SyncError> {
     limit.acquire().await;
     let reply = client.get(topic.path(), Some(dc), Some(*index)).await?;
+    // Only a body that decodes counts as a successful read, changed or not.
+    let body = decode(topic, topic.path(), &reply.body)?;
     match step(*index, reply.index) {
         Step::WentBackwards => {
             let sent = std::mem::take(index);
@@ -185,7 +190,6 @@ async fn round(
         }
         Step::Unchanged => Ok(None),
         Step::Changed(next) => {
-            let body = decode(topic, topic.path(), &reply.body)?;
             *index = next;
             Ok(Some((body, next)))
         }
@@ -206,8 +210,9 @@ mod tests {
             (5, Some(5), Step::Unchanged),
             (5, Some(9), Step::Changed(9)),
             (9, Some(5), Step::WentBackwards),
-            (1, Some(0), Step::Unchanged),
-            (7, Some(0), Step::WentBackwards),
+            (1, Some(0), Step::Changed(1)),
+            (7, Some(0), Step::Changed(1)),
+            (7, None, Step::Changed(1)),
         ];
         for (sent, returned, want) in cases {
             assert_eq!(step(sent, returned), want, "sent {sent}, returned {returned:?}");

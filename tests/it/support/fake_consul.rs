@@ -35,6 +35,9 @@ pub enum Fault {
     Truncated,
     /// 200 with JSON of the wrong shape.
     WrongShape,
+    /// Every read answered at once with `X-Consul-Index: 0` (some versions send it for empty
+    /// results), the body correct.
+    IndexZero,
 }
 
 /// A service instance to register.
@@ -680,8 +683,8 @@ async fn handle(
         };
         // A restore answers the held queries at once, with the new, lower index.
         let restored = state.lock().unwrap().restores != restores;
-        let ready = wanted == 0 || restored || index.is_none_or(|i| i > wanted);
         let fault = state.lock().unwrap().fault.clone();
+        let ready = wanted == 0 || restored || index.is_none_or(|i| i > wanted) || fault == Some(Fault::IndexZero);
         if let Some(Fault::Status(code, body)) = fault {
             return Ok(text(code, body));
         }
@@ -729,6 +732,7 @@ fn text(code: u16, body: &'static str) -> Reply {
 }
 
 fn respond(status: u16, body: Value, index: Option<u64>, fault: Option<Fault>, stale: bool) -> Reply {
+    let index = if fault == Some(Fault::IndexZero) { index.map(|_| 0) } else { index };
     let mut bytes = serde_json::to_vec(&body).unwrap();
     match fault {
         Some(Fault::Truncated) => bytes.truncate(bytes.len() / 2),
