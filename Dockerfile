@@ -1,5 +1,5 @@
 # consul-dns container image.
-#   docker build -t consul-dns .
+#   docker build -t consul-dns --build-arg CONSUL_DNS_COMMIT=$(git rev-parse --short=12 HEAD) .
 #   docker run --rm -p 8600:8600/udp -p 8600:8600/tcp -p 9153:9153 consul-dns            # shipped catalog
 #   docker run --rm -p 8600:8600/udp -p 8600:8600/tcp consul-dns --listen 0.0.0.0:8600 \
 #       --consul http://consul:8500 --state-dir /var/lib/consul-dns                         # live Consul catalog
@@ -8,6 +8,8 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# .git stays out of the build context; the commit for --version comes in as an argument.
+ARG CONSUL_DNS_COMMIT=""
 COPY . .
 RUN cargo build --release --locked --bin consul-dns \
     && strip target/release/consul-dns

@@ -1,5 +1,5 @@
 //! Where the time and memory of loading a static catalog go:
-//! `cargo run --release --example catalog_load -- /tmp/consul-dns-bench/S100000-I3-N0/catalog.json`
+//! `cargo run --release --example catalog_load -- /tmp/consul-dns-bench/100000x3/catalog.json`
 //!
 //! Prints the time to read, parse and convert the file, to build the snapshot, and to drop
 //! the model, and the bytes the model and the snapshot hold (counted by a wrapping allocator,

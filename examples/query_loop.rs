@@ -4,7 +4,7 @@
 //! then divide the total by QUERIES (the setup is printed so it can be subtracted: run once
 //! with QUERIES = 0).
 //!
-//! The mix is the one `../shared/bench/gen_zone.py` writes: 50% SRV, 40% A, 10% A for names
+//! The mix is `bench/run.sh`'s `mixed.queries`: 50% SRV, 40% A, 10% A for names
 //! that do not exist, services uniform at random.
 
 use std::sync::Arc;

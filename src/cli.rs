@@ -15,9 +15,13 @@ for '-', e.g. node_ttl = \"5s\") and by an environment variable CONSUL_DNS_<OPTI
 CONSUL_DNS_NODE_TTL=5s; lists comma-separated). Precedence: flags > environment > file >
 defaults. CONSUL_DNS_CONFIG names the config file. SIGHUP reloads the file and the catalog.";
 
+/// `--version`: the crate version, the commit it was built from and the cargo profile.
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("CONSUL_DNS_COMMIT"), ", ", env!("CONSUL_DNS_PROFILE"), " build)");
+
 /// consul-dns: answers Consul's DNS namespace from a static catalog or the Consul catalog.
 #[derive(Debug, Parser)]
-#[command(name = "consul-dns", version, about, after_help = AFTER_HELP)]
+#[command(name = "consul-dns", version = VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// TOML configuration file (also CONSUL_DNS_CONFIG)
     #[arg(long, value_name = "FILE")]
@@ -39,15 +43,34 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Send one DNS query and exit 0 on a well-formed answer (for container healthchecks,
-    /// which have no dig)
+    /// Ask the daemon one question and print the reply, dig-style (images have no dig). The
+    /// address comes from the configuration, as for healthcheck
+    Query {
+        /// The name asked, trailing dot optional
+        name: String,
+        /// Record type [default: A]
+        #[arg(value_name = "TYPE", default_value = "A")]
+        qtype: String,
+        /// Server address [default: the first listen address, 0.0.0.0 asked as 127.0.0.1]
+        #[arg(long, value_name = "ADDR")]
+        server: Option<String>,
+        /// Ask over TCP (UDP replies with TC set are asked again over TCP anyway)
+        #[arg(long)]
+        tcp: bool,
+        /// Give up after this many milliseconds
+        #[arg(long, value_name = "MS", default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Ask the daemon for its domain's SOA and exit 0 on a NOERROR answer (for container
+    /// healthchecks, which have no dig). Reads the same configuration as the daemon
+    /// (--config, CONSUL_DNS_*, flags before the subcommand) for the address and the domain
     Healthcheck {
-        /// Server address [default: 127.0.0.1:8600]
+        /// Server address [default: the first listen address, 0.0.0.0 asked as 127.0.0.1]
         #[arg(value_name = "ADDR")]
         addr: Option<String>,
-        /// Name to ask for (its SOA) [default: consul.]
-        #[arg(long, value_name = "NAME", default_value = "consul.")]
-        name: String,
+        /// Name to ask for (its SOA), with or without the trailing dot [default: the domain]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
         /// Give up after this many milliseconds
         #[arg(long, value_name = "MS", default_value_t = 2000)]
         timeout_ms: u64,

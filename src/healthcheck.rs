@@ -1,8 +1,9 @@
-//! `consul-dns healthcheck [ADDR]`: one SOA query over UDP; success is a well-formed reply
-//! (same ID, QR set, the question echoed) with NOERROR or NXDOMAIN. Container images have no
-//! dig, and the daemon's own binary is always there.
+//! `consul-dns healthcheck [ADDR]`: one SOA query over UDP for the domain. Healthy is a
+//! well-formed reply (same ID, QR set, the question echoed) with NOERROR: NXDOMAIN means the
+//! daemon does not serve the name asked, which is a misconfiguration, not health. Container
+//! images have no dig, and the daemon's own binary is always there.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
@@ -35,10 +36,24 @@ pub enum HealthError {
     },
 }
 
-/// Runs the check; `Ok` carries a one-line summary.
-pub fn check(addr: Option<&str>, name: &str, timeout: Duration) -> Result<String, HealthError> {
-    let addr = addr.unwrap_or("127.0.0.1:8600").parse::<ListenAddr>().map_err(HealthError::Usage)?.0;
-    let qname = Name::from_ascii(name).map_err(|e| HealthError::Usage(format!("bad name {name:?}: {e}")))?;
+/// An address given on the command line (`IP:PORT`, `[IPv6]:PORT`).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, HealthError> {
+    text.parse::<ListenAddr>().map(|a| reachable(a.0)).map_err(HealthError::Usage)
+}
+
+/// Where a listen address is asked: a wildcard (`0.0.0.0`, `::`) through loopback.
+pub fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port()),
+        _ => listen,
+    }
+}
+
+/// Asks `addr` for the SOA of `name` (trailing dot optional); `Ok` carries a one-line summary.
+pub fn check(addr: SocketAddr, name: &str, timeout: Duration) -> Result<String, HealthError> {
+    let absolute = if name.ends_with('.') { name.to_owned() } else { format!("{name}.") };
+    let qname = Name::from_ascii(&absolute).map_err(|e| HealthError::Usage(format!("bad name {name:?}: {e}")))?;
     let id = fastrand::u16(..);
     let mut query = Message::query();
     query.metadata.id = id;
@@ -61,9 +76,10 @@ pub fn check(addr: Option<&str>, name: &str, timeout: Duration) -> Result<String
         return Err(bad("question not echoed".into()));
     }
     match reply.metadata.response_code {
-        ResponseCode::NoError | ResponseCode::NXDomain => {
-            Ok(format!("{addr}: {} for {name} SOA", reply.metadata.response_code))
-        }
-        other => Err(bad(format!("rcode {other}"))),
+        ResponseCode::NoError => Ok(format!("{addr}: NOERROR for {absolute} SOA")),
+        ResponseCode::NXDomain => Err(bad(format!(
+            "NXDOMAIN for {absolute}: that name is not in the domain this daemon serves (see --name and domain)"
+        ))),
+        other => Err(bad(format!("rcode {other} for {absolute} SOA"))),
     }
 }

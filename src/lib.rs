@@ -16,7 +16,8 @@
 //!   health, readiness, the catalog as JSON and CPU profiles.
 //!
 //! `dns` never imports `backend` and `backend` never imports `dns`: both meet at `catalog`.
-//! Behaviour follows the Consul DNS spec items S1–S15 cited throughout.
+//! Behaviour follows the items S1–S15 of `docs/behaviour.md`, cited throughout; the Consul HTTP
+//! API the Consul backend reads is `docs/consul-api.md` (H1–H6).
 
 #![warn(missing_docs)]
 
@@ -29,6 +30,7 @@ pub mod dns;
 pub mod healthcheck;
 pub mod http;
 pub mod memory;
+pub mod query;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wire;

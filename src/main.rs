@@ -10,26 +10,25 @@ use consul_dns::backend::file;
 use consul_dns::cli::{Cli, Command};
 use consul_dns::dns::forward::host::Host;
 use consul_dns::shutdown::{Event, Signals};
-use consul_dns::{config, healthcheck, telemetry};
+use consul_dns::{config, healthcheck, query, telemetry};
 
 fn env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// Prints one line on stdout. A reader that went away (`--check-config | head -1`) is not an
+/// error worth a word, let alone a panic; other write errors are reported.
+fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout(), "{line}")
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("consul-dns: cannot write to stdout: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck { addr, name, timeout_ms }) = &cli.command {
-        return match healthcheck::check(addr.as_deref(), name, Duration::from_millis(*timeout_ms)) {
-            Ok(summary) => {
-                println!("ok: {summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("consul-dns healthcheck: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     if let Some(Command::Db(args)) = &cli.command {
         return db(&cli, args);
     }
@@ -40,6 +39,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match &cli.command {
+        Some(Command::Healthcheck { addr, name, timeout_ms }) => {
+            return health(&config, addr.as_deref(), name.as_deref(), Duration::from_millis(*timeout_ms));
+        }
+        Some(Command::Query { name, qtype, server, tcp, timeout_ms }) => {
+            return ask(&config, server.as_deref(), name, qtype, *tcp, Duration::from_millis(*timeout_ms));
+        }
+        Some(Command::Db(_)) | None => {}
+    }
+    if let Err(e) = config.sources.require_catalog() {
+        eprintln!("consul-dns: configuration error: {e}");
+        return ExitCode::from(2);
+    }
     if cli.check_config {
         return check_config(&config);
     }
@@ -58,8 +70,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config, reloader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Once, through the log (JSON with --log-format json), not again on stderr.
             tracing::error!(error = format!("{e:#}"), "Fatal error.");
-            eprintln!("consul-dns: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -81,21 +93,64 @@ async fn run(config: config::Config, reloader: Reloader) -> anyhow::Result<()> {
     app::run(config, reloader, events).await
 }
 
+/// The daemon this configuration describes, unless `addr` says otherwise.
+fn target(config: &config::Config, addr: Option<&str>) -> Result<std::net::SocketAddr, healthcheck::HealthError> {
+    match addr {
+        Some(text) => healthcheck::parse_addr(text),
+        None => config.listen.first().copied().map(healthcheck::reachable).ok_or_else(|| {
+            healthcheck::HealthError::Usage("the configuration has no listen address; give ADDR".into())
+        }),
+    }
+}
+
+/// `query NAME [TYPE]`: the reply on stdout; exit 0 whenever a reply came, as dig.
+fn ask(
+    config: &config::Config,
+    server: Option<&str>,
+    name: &str,
+    qtype: &str,
+    tcp: bool,
+    timeout: Duration,
+) -> ExitCode {
+    let result = target(config, server)
+        .map_err(|e| query::QueryError::Usage(e.to_string()))
+        .and_then(|addr| Ok((addr, query::parse_type(qtype)?)))
+        .and_then(|(addr, qtype)| query::run(addr, name, qtype, tcp, timeout));
+    match result {
+        Ok(text) => {
+            say(text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consul-dns query: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `healthcheck`: the daemon this configuration describes, unless told otherwise.
+fn health(config: &config::Config, addr: Option<&str>, name: Option<&str>, timeout: Duration) -> ExitCode {
+    let target = target(config, addr);
+    let name = name.unwrap_or(config.domain.text());
+    match target.and_then(|addr| healthcheck::check(addr, name, timeout)) {
+        Ok(summary) => {
+            say(format_args!("ok: {summary}"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consul-dns healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `consul-dns db ...`: the same configuration as the daemon (file, environment, flags before
 /// and after `db`), then one command on its database or etcd.
 fn db(cli: &Cli, args: &consul_dns::cli::DbArgs) -> ExitCode {
     use consul_dns::backend::registry::command::{self, Target};
     let flags = cli.settings.clone().overlay(args.layer());
-    let no_store = || {
-        eprintln!(
-            "consul-dns db: no catalog store given: use --database-url URL or --etcd URL \
-             (or CONSUL_DNS_DATABASE_URL / CONSUL_DNS_ETCD)"
-        );
-        ExitCode::from(2)
-    };
     let config = match config::load(cli.config.as_deref(), flags, &env) {
         Ok(config) => config,
-        Err(config::ConfigError::Invalid { key: "static", .. }) => return no_store(),
         Err(e) => {
             eprintln!("consul-dns db: configuration error: {e}");
             return ExitCode::from(2);
@@ -104,7 +159,13 @@ fn db(cli: &Cli, args: &consul_dns::cli::DbArgs) -> ExitCode {
     let target = match config.sources.live {
         Some(config::LiveSource::Sql(database)) => Target::Sql(database),
         Some(config::LiveSource::Etcd(etcd)) => Target::Etcd(etcd),
-        _ => return no_store(),
+        _ => {
+            eprintln!(
+                "consul-dns db: no catalog store given: use --database-url URL or --etcd URL \
+                 (or CONSUL_DNS_DATABASE_URL / CONSUL_DNS_ETCD)"
+            );
+            return ExitCode::from(2);
+        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -115,7 +176,7 @@ fn db(cli: &Cli, args: &consul_dns::cli::DbArgs) -> ExitCode {
     };
     match runtime.block_on(command::execute(&args.action, &target)) {
         Ok(output) => {
-            println!("{output}");
+            say(output);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -133,25 +194,21 @@ fn check_config(config: &config::Config) -> ExitCode {
             .state_dir
             .as_ref()
             .map_or_else(|| "no state_dir".to_owned(), |d| format!("state_dir {}", d.display()));
-        println!("configuration OK; Consul source at {} ({state}; {})", consul.address, sources.reason);
-        println!("{}", recursion_summary(config));
+        say(format_args!("configuration OK; Consul source at {} ({state}; {})", consul.address, sources.reason));
+        say(recursion_summary(config));
         return ExitCode::SUCCESS;
     }
     match &sources.live {
         Some(config::LiveSource::Sql(database)) => {
-            println!(
-                "configuration OK; {} source at {} ({})",
-                database.url.dialect().name(),
-                database.url,
-                sources.reason
-            );
-            println!("{}", recursion_summary(config));
+            let (kind, url) = (database.url.dialect().name(), &database.url);
+            say(format_args!("configuration OK; {kind} source at {url} ({})", sources.reason));
+            say(recursion_summary(config));
             return ExitCode::SUCCESS;
         }
         Some(config::LiveSource::Etcd(etcd)) => {
             let at = etcd.endpoints.join(", ");
-            println!("configuration OK; etcd source at {at}, prefix {} ({})", etcd.prefix, sources.reason);
-            println!("{}", recursion_summary(config));
+            say(format_args!("configuration OK; etcd source at {at}, prefix {} ({})", etcd.prefix, sources.reason));
+            say(recursion_summary(config));
             return ExitCode::SUCCESS;
         }
         _ => {}
@@ -160,11 +217,11 @@ fn check_config(config: &config::Config) -> ExitCode {
     match file::build(catalog, Arc::new(consul_dns::catalog::BuildOptions::from_config(config))) {
         Ok((snapshot, _)) => {
             let counts = snapshot.counts();
-            println!(
+            say(format_args!(
                 "configuration OK; static catalog {catalog}: {} services, {} instances, {} nodes",
                 counts.services, counts.instances, counts.nodes
-            );
-            println!("{}", recursion_summary(config));
+            ));
+            say(recursion_summary(config));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -176,6 +233,13 @@ fn check_config(config: &config::Config) -> ExitCode {
 
 #[global_allocator]
 static GLOBAL: consul_dns::memory::Allocator = consul_dns::memory::Allocator {};
+
+/// jemalloc's options, read at its start: profiling on, one sample per 2^19 bytes (512 KiB)
+/// allocated on average, so the cost is paid by large allocations, not per query.
+#[cfg(feature = "heap-profile")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "malloc_conf")]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:true,lg_prof_sample:19\0";
 /// One line on where names outside the domain go, as the daemon would set it up here.
 fn recursion_summary(config: &config::Config) -> String {
     let (host, problems) = Host::probe(config.resolv_conf());

@@ -7,9 +7,21 @@
 //! the process does not carry the peak as RSS for its lifetime.
 
 /// The allocator of the binary (set with `#[global_allocator]` in `main.rs`).
+#[cfg(not(feature = "heap-profile"))]
 pub type Allocator = mimalloc::MiMalloc;
 
+/// The allocator of the binary: jemalloc, whose sampled heap profile `/debug/pprof/heap`
+/// exports (feature `heap-profile`).
+#[cfg(feature = "heap-profile")]
+pub type Allocator = tikv_jemallocator::Jemalloc;
+
+/// Returns free memory to the OS; call after dropping a large transient structure. jemalloc
+/// does that by itself, within its decay time (10 s).
+#[cfg(feature = "heap-profile")]
+pub fn release_freed() {}
+
 /// Returns free memory to the OS; call after dropping a large transient structure.
+#[cfg(not(feature = "heap-profile"))]
 pub fn release_freed() {
     // SAFETY: mi_collect takes no pointers; it only walks mimalloc's own free lists and
     // returns unused pages. `true` forces the collection of abandoned and retained segments.

@@ -1,5 +1,5 @@
 //! The synthetic catalog the benches and `examples/query_loop` measure, shaped like
-//! `../shared/bench/gen_zone.py`'s: `svc0`..`svc<services-1>`, each instance on its own node
+//! the one `bench/run.sh` generates: `svc0`..`svc<services-1>`, each instance on its own node
 //! with a 10.x.y.z address, tag `primary`, no address of its own (so SRV targets are node
 //! names with glue).
 

@@ -1,6 +1,6 @@
 //! Jittered, capped exponential backoff on tokio's clock (so tests pause time rather than wait
 //! for it), and the token bucket that keeps a churning blocking query from busy-polling
-//! (consul-http-api H3.7).
+//! (docs/consul-api.md H3.7).
 
 use std::time::Duration;
 

@@ -228,3 +228,37 @@ impl FromStr for Sample {
         Sample::from_rate(rate)
     }
 }
+
+/// Labels that make a name something other than a plain name (S2.2): a name holding one is
+/// never asked as itself.
+const KIND_KEYWORDS: [&str; 7] = ["service", "connect", "ingress", "node", "addr", "query", "virtual"];
+
+/// `ns_name` and `ns_address`: this daemon as the apex's name server when the catalog has no
+/// `consul` service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameServerSetting {
+    /// The name relative to the domain, lower-case dotted text (`ns`).
+    pub relative: String,
+    /// The address the name answers with.
+    pub address: IpAddr,
+}
+
+impl NameServerSetting {
+    /// `name` must lie below `domain` and hold no kind keyword, or it would never be asked as
+    /// itself. The error is a sentence for the configuration's `ns_name`.
+    pub fn new(name: &DomainName, domain: &DomainName, address: IpAddr) -> Result<NameServerSetting, String> {
+        let relative = name.text().strip_suffix(domain.text()).and_then(|r| r.strip_suffix('.'));
+        let Some(relative) = relative.filter(|r| !r.is_empty()) else {
+            return Err(format!(
+                "{}. is not below the domain {}.: the name server must be a name this daemon answers",
+                name.text(),
+                domain.text()
+            ));
+        };
+        if let Some(keyword) = relative.split('.').find(|l| KIND_KEYWORDS.contains(l)) {
+            return Err(format!("{}. holds the label {keyword:?}, which makes it a {keyword} name", name.text()));
+        }
+        crate::wire::push_labels(relative, &mut Vec::new()).map_err(|e| e.to_string())?;
+        Ok(NameServerSetting { relative: relative.to_owned(), address })
+    }
+}

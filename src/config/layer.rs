@@ -196,6 +196,14 @@ pub struct Layer {
     /// Key prefix of the catalog in etcd [default: /consul-dns/]
     #[arg(long, value_name = "PREFIX")]
     pub etcd_prefix: Option<String>,
+    /// This daemon's name as the apex NS when the catalog has no `consul` service, e.g.
+    /// ns.consul. (with --ns-address)
+    #[arg(long, value_name = "NAME")]
+    pub ns_name: Option<DomainName>,
+
+    /// The address --ns-name answers with
+    #[arg(long, value_name = "IP")]
+    pub ns_address: Option<std::net::IpAddr>,
 }
 
 /// Every key, as written in TOML; the environment variable is `CONSUL_DNS_` + upper case.
@@ -239,6 +247,8 @@ pub const KEYS: &[&str] = &[
     "db_poll_interval",
     "etcd",
     "etcd_prefix",
+    "ns_name",
+    "ns_address",
 ];
 
 fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>
@@ -321,6 +331,8 @@ impl Layer {
             "etcd" => self.etcd = Some(parse_list(value)?),
             "etcd_prefix" => self.etcd_prefix = Some(value.to_owned()),
             "source" => self.source = Some(parse(value)?),
+            "ns_name" => self.ns_name = Some(parse(value)?),
+            "ns_address" => self.ns_address = Some(parse(value)?),
             other => return Err(format!("unknown key {other:?}")),
         }
         Ok(())
@@ -376,6 +388,8 @@ impl Layer {
             db_poll_interval: top.db_poll_interval.or(self.db_poll_interval),
             etcd: top.etcd.or(self.etcd),
             etcd_prefix: top.etcd_prefix.or(self.etcd_prefix),
+            ns_name: top.ns_name.or(self.ns_name),
+            ns_address: top.ns_address.or(self.ns_address),
         }
     }
 }

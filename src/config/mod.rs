@@ -22,7 +22,7 @@ pub use source::{CatalogSource, ConsulSettings, LiveSource, Sources};
 pub use ttl::TtlTable;
 use value::{DEFAULT_DNS_PORT, Secret, ServiceTtl};
 
-/// Consul's own environment variables (consul-http-api H1), honoured below our own settings.
+/// Consul's own environment variables (docs/consul-api.md H1), honoured below our own settings.
 pub const CONSUL_ENV: [&str; 5] =
     ["CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_HTTP_SSL"];
 /// What Consul's environment variables say (looked up through the same function as ours).
@@ -179,6 +179,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Share of queries logged.
     pub query_log_sample: Sample,
+    /// `ns_name`/`ns_address`: the apex NS without a `consul` service.
+    pub own_name_server: Option<kinds::NameServerSetting>,
     /// HTTP listener (metrics, health, debugging); `None` = off.
     pub http: Option<SocketAddr>,
     /// Where the recursors come from.
@@ -256,6 +258,19 @@ pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, Conf
         Some(list) => Recursors::Listed(list.into_iter().filter_map(|r| r.0).collect()),
         None => Recursors::ResolvConf(layer.resolv_conf.unwrap_or_else(|| DEFAULT_RESOLV_CONF.into())),
     };
+    let own_name_server = match (&layer.ns_name, layer.ns_address) {
+        (Some(name), Some(address)) => Some(
+            kinds::NameServerSetting::new(name, &domain, address)
+                .map_err(|message| ConfigError::Invalid { key: "ns_name", message })?,
+        ),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid { key: "ns_address", message: "is needed with ns_name".into() });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid { key: "ns_name", message: "is needed with ns_address".into() });
+        }
+    };
     let recursor_timeout = layer.recursor_timeout.map_or(DEFAULT_RECURSOR_TIMEOUT, |t| t.0);
     if recursor_timeout.is_zero() {
         return Err(ConfigError::Invalid { key: "recursor_timeout", message: "must be above 0".into() });
@@ -277,6 +292,7 @@ pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, Conf
         log_level: layer.log_level.unwrap_or_else(|| "info".into()),
         log_format: layer.log_format.unwrap_or_default(),
         query_log_sample: layer.query_log_sample.unwrap_or_default(),
+        own_name_server,
         http: layer.http.map_or(Some(DEFAULT_HTTP), |h| h.0),
         recursors,
         recursor_timeout,

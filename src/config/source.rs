@@ -205,15 +205,23 @@ pub(super) fn resolve(layer: &Layer, env: &ConsulEnv) -> Result<Sources, ConfigE
         None if consul_given => (Some(LiveSource::Consul(consul_settings(layer, env)?)), "consul is set".to_owned()),
         None => (None, "no live source is configured".to_owned()),
     };
-    if live.is_none() && static_catalog.is_none() {
-        return Err(ConfigError::Invalid {
-            key: "static",
-            message: "no catalog to serve: give --static FILE (TOML or JSON), --static builtin for the example \
-                      catalog, or a live source such as --consul http://127.0.0.1:8500"
-                .into(),
-        });
-    }
     Ok(Sources { static_catalog, live, reason })
+}
+
+impl Sources {
+    /// The daemon needs a catalog: a static one or a live source. (The `healthcheck` and
+    /// `query` subcommands read the same configuration and need none.)
+    pub fn require_catalog(&self) -> Result<(), ConfigError> {
+        if self.live.is_none() && self.static_catalog.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "static",
+                message: "no catalog to serve: give --static FILE (TOML or JSON), --static builtin for the \
+                          example catalog, or a live source such as --consul http://127.0.0.1:8500"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The Consul source's settings: our keys first, then Consul's environment variables.

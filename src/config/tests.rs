@@ -151,6 +151,8 @@ fn every_key_is_settable_from_env_and_file() {
         ("db_poll_interval", ("200ms", "\"200ms\"")),
         ("etcd", ("127.0.0.1:2379,127.0.0.2:2379", "[\"127.0.0.1:2379\", \"127.0.0.2:2379\"]")),
         ("etcd_prefix", ("/dns/", "\"/dns/\"")),
+        ("ns_name", ("ns.consul.", "\"ns.consul.\"")),
+        ("ns_address", ("127.0.0.1", "\"127.0.0.1\"")),
     ]
     .into();
     assert_eq!(samples.len(), KEYS.len());
@@ -296,7 +298,7 @@ fn shipped_config_examples_parse_when_uncommented() {
 
 #[test]
 fn consul_backend_from_flags_our_env_and_consuls_env() {
-    let err = resolve(Layer::default()).unwrap_err().to_string();
+    let err = resolve(Layer::default()).unwrap().sources.require_catalog().unwrap_err().to_string();
     assert!(err.contains("--static FILE") && err.contains("--static builtin"), "no silent demo catalog: {err}");
     let token_file = write("from-file\n");
     let path = token_file.path().display().to_string();

@@ -13,13 +13,59 @@ pub mod name;
 pub mod server;
 pub mod udp_batch;
 
+use std::net::IpAddr;
+
 use acl::Acl;
 use forward::Recursion;
 use forward::host::{self, Host};
 
+use crate::catalog::records::Addr;
 use name::DomainName;
 
+use crate::config::kinds::NameServerSetting;
 use crate::config::{Config, Recursors};
+
+/// This daemon as the apex's name server, for catalogs without a `consul` service (S5.4):
+/// `ns_name` (a name in the domain) answers A/AAAA with `ns_address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnNameServer {
+    /// The name relative to the domain, lower-case dotted text (`ns`).
+    relative: Box<str>,
+    /// The same as wire labels, without the root: the NS target before the response domain.
+    labels: Box<[u8]>,
+    /// The address record `ns_name` answers with.
+    address: Addr,
+}
+
+impl OwnNameServer {
+    /// The apex name server a checked `ns_name`/`ns_address` describe.
+    pub fn new(setting: &NameServerSetting) -> Result<OwnNameServer, String> {
+        let mut labels = Vec::new();
+        crate::wire::push_labels(&setting.relative, &mut labels).map_err(|e| e.to_string())?;
+        let address = match setting.address {
+            IpAddr::V4(ip) => Addr::V4(ip.octets()),
+            IpAddr::V6(ip) => Addr::V6(ip.octets()),
+        };
+        Ok(OwnNameServer { relative: setting.relative.as_str().into(), labels: labels.into(), address })
+    }
+
+    /// The NS target's labels, to be followed by the response domain.
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    /// The address `ns_name` answers with.
+    pub fn address(&self) -> &Addr {
+        &self.address
+    }
+
+    /// Whether the lower-case dotted `name` is `ns_name` under one of `domains`.
+    pub fn is(&self, name: &[u8], domains: impl Iterator<Item = impl AsRef<str>>) -> bool {
+        let relative = self.relative.as_bytes();
+        let Some(rest) = name.strip_prefix(relative).and_then(|r| r.strip_prefix(b".")) else { return false };
+        domains.into_iter().any(|d| d.as_ref().as_bytes() == rest)
+    }
+}
 
 /// SOA timers other than MINIMUM (S5.1), in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +110,8 @@ pub struct Settings {
     pub acl: Acl,
     /// The share of queries written to the query log (off by default).
     pub query_log: crate::telemetry::Sample,
+    /// This daemon as the apex's NS when the catalog names no servers (S5.4).
+    pub own_name_server: Option<OwnNameServer>,
 }
 
 impl Settings {
@@ -98,6 +146,8 @@ impl Settings {
         };
         settings.acl = Acl { allow_query: config.allow_query.clone(), allow_recursion };
         settings.query_log = config.query_log_sample;
+        // Checked when the configuration was read; a setting that no longer builds is left out.
+        settings.own_name_server = config.own_name_server.as_ref().and_then(|s| OwnNameServer::new(s).ok());
         settings
     }
 
@@ -118,6 +168,7 @@ impl Settings {
             recursion: Recursion::default(),
             acl: Acl::default(),
             query_log: crate::telemetry::Sample::default(),
+            own_name_server: None,
         }
     }
 

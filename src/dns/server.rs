@@ -64,16 +64,45 @@ const _: () = assert!(BATCH <= 32);
 /// Why the DNS sockets could not be set up.
 #[derive(Debug, Error)]
 pub enum ServerError {
-    /// A bind failed.
-    #[error("cannot bind DNS {proto} socket on {addr}: {source}")]
+    /// Another process holds the address.
+    #[error(
+        "cannot listen on {addr} ({proto}): another process already uses that port (often a Consul \
+         agent, whose DNS interface listens on port 8600 by default). Stop it, or choose another \
+         address with --listen (`listen` in the configuration file)."
+    )]
+    PortTaken {
+        /// "UDP" or "TCP".
+        proto: &'static str,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// Another bind failure.
+    #[error("cannot listen on {addr} ({proto}): {cause}{hint}", hint = permission_hint(cause, addr))]
     Bind {
         /// "UDP" or "TCP".
         proto: &'static str,
         /// The address.
         addr: SocketAddr,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (not a `source`: the message already says it once).
+        cause: io::Error,
     },
+}
+
+impl ServerError {
+    fn bind(proto: &'static str, addr: SocketAddr, cause: io::Error) -> ServerError {
+        match cause.kind() {
+            io::ErrorKind::AddrInUse => ServerError::PortTaken { proto, addr },
+            _ => ServerError::Bind { proto, addr, cause },
+        }
+    }
+}
+
+fn permission_hint(cause: &io::Error, addr: &SocketAddr) -> &'static str {
+    if cause.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        ". Ports below 1024 need root or the CAP_NET_BIND_SERVICE capability."
+    } else {
+        "."
+    }
 }
 
 /// The bound sockets of one listen address.
@@ -91,7 +120,7 @@ pub fn bind(addrs: &[SocketAddr], workers: usize) -> Result<Vec<Bound>, ServerEr
 }
 
 fn bind_one(addr: SocketAddr, workers: usize) -> Result<Bound, ServerError> {
-    let udp_err = |source| ServerError::Bind { proto: "UDP", addr, source };
+    let udp_err = |cause| ServerError::bind("UDP", addr, cause);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -101,7 +130,7 @@ fn bind_one(addr: SocketAddr, workers: usize) -> Result<Bound, ServerError> {
         let tcp = match tcp_listener(resolved) {
             Ok(tcp) => tcp,
             Err(e) if addr.port() == 0 && attempt < BIND_ATTEMPTS && e.kind() == io::ErrorKind::AddrInUse => continue,
-            Err(source) => return Err(ServerError::Bind { proto: "TCP", addr: resolved, source }),
+            Err(cause) => return Err(ServerError::bind("TCP", resolved, cause)),
         };
         let mut udp = vec![first];
         for _ in 1..workers {

@@ -1,6 +1,6 @@
 //! Batched UDP I/O on Linux: one `recvmmsg` takes up to [`BATCH`] queries, one `sendmmsg`
-//! sends their replies. Measured on this machine (../shared/bench/README.md), a responder
-//! that does no work reaches 1.04× Knot with one `recvfrom` + one `sendto` per query and
+//! sends their replies. Measured on a 2-vCPU machine under `bench/run.sh`'s conditions, a responder
+//! that does no work reached 1.04× Knot with one `recvfrom` + one `sendto` per query and
 //! 1.19× with batching: the kernel is most of the cost per query, so fewer system calls are
 //! the main lever.
 //!

@@ -126,8 +126,13 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, Infa
             json(StatusCode::OK, &Health { alive: true, uptime_seconds: state.started.elapsed().as_secs_f64() })
         }
         "/ready" => ready(&state),
-        "/v1/catalog" => json(StatusCode::OK, &catalog::CatalogView::of(&state.catalog.load())),
+        "/v1/catalog" => match catalog::Filter::parse(req.uri().query()) {
+            Ok(filter) => json(StatusCode::OK, &catalog::CatalogView::filtered(&state.catalog.load(), &filter)),
+            Err(error) => json(StatusCode::BAD_REQUEST, &Problem { error }),
+        },
         "/debug/pprof/profile" => cpu_profile(req.uri().query()).await,
+        "/debug/pprof/heap" => heap_profile().await,
+        "/debug/pprof" | "/debug/pprof/" => reply(StatusCode::OK, "text/html; charset=utf-8", profile::INDEX.into()),
         _ => json(StatusCode::NOT_FOUND, &Message { error: "not found" }),
     })
 }
@@ -135,6 +140,11 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Reply, Infa
 #[derive(Serialize)]
 struct Message {
     error: &'static str,
+}
+
+#[derive(Serialize)]
+struct Problem {
+    error: String,
 }
 
 #[derive(Serialize)]
@@ -168,6 +178,21 @@ fn ready(state: &State) -> Reply {
     };
     let (ready, body) = health::ready_body(&facts, snapshot.serial());
     json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}
+
+async fn heap_profile() -> Reply {
+    match profile::heap().await {
+        Ok(body) => {
+            let mut response = reply(StatusCode::OK, "application/octet-stream", body.into());
+            let disposition = HeaderValue::from_static("attachment; filename=\"heap\"");
+            response.headers_mut().insert(hyper::header::CONTENT_DISPOSITION, disposition);
+            response
+        }
+        Err(e @ profile::ProfileError::NoHeapProfiler) => {
+            reply(StatusCode::NOT_IMPLEMENTED, "text/plain", format!("{e}\n").into())
+        }
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n").into()),
+    }
 }
 
 async fn cpu_profile(query: Option<&str>) -> Reply {

@@ -8,6 +8,18 @@
 
 use std::time::Duration;
 
+/// `/debug/pprof/`: what can be fetched here, as Go's `net/http/pprof` index lists it.
+pub const INDEX: &str = "<!DOCTYPE html>
+<html><head><title>consul-dns /debug/pprof/</title></head><body>
+<h1>/debug/pprof/</h1>
+<p>Profiles in pprof's format, for <code>go tool pprof http://HOST:PORT/debug/pprof/profile</code>.</p>
+<table>
+<tr><td><a href=\"/debug/pprof/heap\">heap</a></td><td>memory in use, sampled about every 512 KiB allocated (builds with the <code>heap-profile</code> feature)</td></tr>
+<tr><td><a href=\"/debug/pprof/profile?seconds=30\">profile</a></td><td>CPU profile of every thread, sampled at 99 Hz for <code>seconds</code> (default 30, at most 300); one at a time</td></tr>
+</table>
+</body></html>
+";
+
 /// Default and largest duration, in seconds (Go: 30 and the server's write timeout).
 pub const DEFAULT_SECONDS: u64 = 30;
 /// The longest profile served.
@@ -30,6 +42,11 @@ pub enum ProfileError {
     /// Built without the `pprof` feature.
     #[error("this build has no CPU profiler (cargo feature `pprof`)")]
     Unavailable,
+    /// Built without the `heap-profile` feature (or jemalloc's profiling is off).
+    #[error(
+        "this build has no heap profiler: build with `--features heap-profile` (jemalloc with sampled profiling instead of mimalloc)"
+    )]
+    NoHeapProfiler,
     /// The profiler failed.
     #[error("profiling failed: {0}")]
     Failed(String),
@@ -46,6 +63,21 @@ pub fn seconds(query: Option<&str>) -> Result<Duration, String> {
         return Err(format!("seconds={value}: expected 1 to {MAX_SECONDS}"));
     }
     Ok(Duration::from_secs(value))
+}
+
+/// The heap in use now, sampled (gzipped `perftools.profiles.Profile`, `inuse_space`).
+#[cfg(feature = "heap-profile")]
+pub async fn heap() -> Result<Vec<u8>, ProfileError> {
+    let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else { return Err(ProfileError::NoHeapProfiler) };
+    let mut ctl = ctl.lock().await;
+    // The dump goes through a temporary file: blocking, but short and one at a time.
+    tokio::task::block_in_place(|| ctl.dump_pprof()).map_err(|e| ProfileError::Failed(format!("{e:#}")))
+}
+
+/// Built without the `heap-profile` feature: no heap profile.
+#[cfg(not(feature = "heap-profile"))]
+pub async fn heap() -> Result<Vec<u8>, ProfileError> {
+    Err(ProfileError::NoHeapProfiler)
 }
 
 /// Profiles the whole process for `duration`; the encoded `perftools.profiles.Profile`.

@@ -288,6 +288,17 @@ impl Metrics {
         self.as_of_ms.store(millis(as_of), Relaxed);
     }
 
+    /// Declares the reasons `backend` counts failures by, so each is exported at 0 before the
+    /// first failure (a dashboard then shows 0, not "no data").
+    pub fn sync_failure_reasons(&self, backend: Backend, reasons: &[&'static str]) {
+        let mut failures = self.sync_failures.lock().unwrap_or_else(PoisonError::into_inner);
+        for reason in reasons {
+            if !failures.iter().any(|(b, r, _)| *b == backend && r == reason) {
+                failures.push((backend, reason, 0));
+            }
+        }
+    }
+
     /// Counts a failed read of `backend`'s source.
     pub fn sync_failure(&self, backend: Backend, reason: &'static str) {
         let mut failures = self.sync_failures.lock().unwrap_or_else(PoisonError::into_inner);
@@ -507,6 +518,7 @@ mod tests {
         metrics.sync_failure(Backend("file"), "parse");
         metrics.sync_failure(Backend("file"), "parse");
         metrics.reload(true);
+        metrics.sync_failure_reasons(Backend("file"), &["read", "parse"]);
         metrics.sync_read(Backend("file"), SystemTime::now());
         metrics.published(Backend("file"));
         let text = metrics.render(CatalogGauges { services: 2, instances: 5, nodes: 3, serial: 7 }, SystemTime::now());
@@ -521,6 +533,7 @@ mod tests {
             "consul_dns_dns_request_duration_seconds_count{proto=\"tcp\"} 1",
             "consul_dns_dns_request_duration_seconds_sum{proto=\"tcp\"} 0.0003",
             "consul_dns_sync_failures_total{backend=\"file\",reason=\"parse\"} 2",
+            "consul_dns_sync_failures_total{backend=\"file\",reason=\"read\"} 0",
             "consul_dns_config_reloads_total{result=\"success\"} 1",
             "consul_dns_catalog_instances 5",
             "consul_dns_catalog_serial 7",

@@ -69,6 +69,11 @@ pub fn sync_unchanged(backend: Backend) {
     METRICS.sync_read(backend, SystemTime::now());
 }
 
+/// The reasons the active `backend` counts failures by, exported at 0 until they happen.
+pub fn sync_failure_reasons(backend: Backend, reasons: &[&'static str]) {
+    METRICS.sync_failure_reasons(backend, reasons);
+}
+
 /// A backend could not read its source; nothing was published. `reason` is the metric label:
 /// a constant from a small fixed set (`read`, `parse`, `timeout`, …), never a message. Logged
 /// at WARN when it is the `first` of a streak, else at DEBUG.

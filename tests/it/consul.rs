@@ -400,6 +400,9 @@ fn ready_and_metrics_follow_the_consul_sync() {
     assert_eq!(ready.json()["reason"], "not synced");
     fake.resume_listening();
     eventually(&d, 10 * SEC, "ready after the first sync", || get(d.http(), "/ready").status == 200);
+    let before = samples(&get(d.http(), "/metrics").text());
+    let server_errors = "consul_dns_sync_failures_total{backend=\"consul\",reason=\"server_error\"}";
+    assert_eq!(before.get(server_errors), Some(&0.0), "exported at 0 before any failure");
     fake.set_fault(Fault::Status(500, "No cluster leader"));
     fake.register("dc1", "n1", Svc::new("api", "api-1", 81));
     eventually(&d, 10 * SEC, "failures counted", || {

@@ -44,7 +44,7 @@ fn s9_forwarded_answer_keeps_upstream_ttl_and_is_cached_counting_down() {
     assert_eq!(first.rcode(), 0);
     assert_eq!(first.answers(), [format!("kong-database. {KONG_DATABASE_TTL} IN A {KONG_DATABASE_IP}")]);
     assert!(first.recursion_available() && !first.authoritative(), "RA, and not our zone (no AA)");
-    assert!(first.message.edns.is_none(), "kong §11.7: no OPT when the query had none");
+    assert!(first.message.edns.is_none(), "K7: no OPT when the query had none");
     assert_eq!(up.queries(), 1);
 
     let counted_down = eventually(Duration::from_secs(4), || {

@@ -1,5 +1,5 @@
-//! What Kong's DNS clients need (`../shared/kong.md`): one test per item of the §11 checklist
-//! (`kong_11_<n>_…`), and Kong's lookup sequences played query by query, old client
+//! What Kong's DNS clients need (docs/behaviour.md, K1–K16): one test per item
+//! (`kong_k<n>_…`), and Kong's lookup sequences played query by query, old client
 //! (`dns_order = SRV,LAST,A,CNAME`) and new client (`_svc._tcp` SRV, then A per target).
 
 use std::collections::{BTreeSet, HashSet};
@@ -48,7 +48,7 @@ fn kong_catalog() -> (String, BTreeSet<(IpAddr, u16)>) {
 fn kong_query(d: &Daemon, name: &str, qtype: RecordType) -> Reply {
     let udp = query_udp(d.addr, name, qtype, None);
     assert!(udp.size <= 512, "{name} {qtype}: {} bytes over UDP to a client without EDNS", udp.size);
-    assert!(udp.message.edns.is_none(), "kong §11.7: no OPT added");
+    assert!(udp.message.edns.is_none(), "K7: no OPT added");
     if udp.truncated() { query_tcp(d.addr, name, qtype) } else { udp }
 }
 
@@ -65,7 +65,7 @@ fn srv_records(reply: &Reply) -> Vec<(String, u16, u16, u16, String)> {
         .collect()
 }
 
-/// The A records owned by `name` in the answer (Kong keeps only those, §3.5).
+/// The A records owned by `name` in the answer (Kong keeps only those, K3).
 fn a_records(reply: &Reply, name: &str) -> Vec<IpAddr> {
     reply
         .message
@@ -83,11 +83,11 @@ fn is_nodata(reply: &Reply) -> bool {
     reply.rcode() == 0 && reply.message.answers.is_empty() && reply.authorities().len() == 1
 }
 
-/// Kong's old client resolving one SRV target with `SRV,LAST,A,CNAME` (§3.7): SRV first (must
+/// Kong's old client resolving one SRV target with `SRV,LAST,A,CNAME` (K4): SRV first (must
 /// be NODATA, not an error or silence), then A.
 fn old_client_target(d: &Daemon, target: &str) -> IpAddr {
     let srv = kong_query(d, target, RecordType::SRV);
-    assert!(is_nodata(&srv), "kong §11.4: SRV on target {target} is NODATA: {:?}", srv.message);
+    assert!(is_nodata(&srv), "K4: SRV on target {target} is NODATA: {:?}", srv.message);
     let a = kong_query(d, target, RecordType::A);
     let ips = a_records(&a, target);
     assert_eq!(ips.len(), 1, "{target}: {:?}", a.answers());
@@ -129,7 +129,7 @@ fn kong_new_client_sequence_rfc2782_srv_then_a_per_target() {
     for (owner, _, weight, port, target) in srv_records(&srv) {
         assert_eq!(owner, "_user._tcp.service.consul.");
         assert!(weight >= 1);
-        let a = kong_query(&d, &target, RecordType::A); // never the additional section (§9)
+        let a = kong_query(&d, &target, RecordType::A); // never the additional section (K3)
         let ips = a_records(&a, &target);
         assert_eq!(ips.len(), 1, "{target}");
         got.insert((ips[0], port));
@@ -151,7 +151,7 @@ fn kong_old_client_resolves_kong_database_through_the_forwarder() {
 }
 
 #[test]
-fn kong_11_1_every_query_gets_a_prompt_well_formed_reply() {
+fn kong_k1_every_query_gets_a_prompt_well_formed_reply() {
     let up = Upstream::start(Mode::Answer);
     let (catalog, _) = kong_catalog();
     let with_recursion = Daemon::start(&catalog, &["--recursor", &up.arg()]);
@@ -191,7 +191,7 @@ fn kong_11_1_every_query_gets_a_prompt_well_formed_reply() {
             }
             let started = Instant::now();
             let raw = query_udp_raw(d.addr, &bytes).unwrap_or_else(|| panic!("no reply to {name} {qtype}"));
-            // Kong's resolver gives up after 2 s and then aborts the whole lookup (§3.4).
+            // Kong's resolver gives up after 2 s and then aborts the whole lookup (K1).
             assert!(started.elapsed() < Duration::from_secs(2), "{name} {qtype}: {:?}", started.elapsed());
             let reply = Message::from_vec(&raw).unwrap_or_else(|e| panic!("{name} {qtype}: undecodable: {e}"));
             assert_eq!(reply.metadata.id, msg.metadata.id, "{name} {qtype}: ID");
@@ -210,7 +210,7 @@ fn kong_11_1_every_query_gets_a_prompt_well_formed_reply() {
 }
 
 #[test]
-fn kong_11_2_service_srv_one_record_per_healthy_instance_owner_as_asked() {
+fn kong_k2_service_srv_one_record_per_healthy_instance_owner_as_asked() {
     let (catalog, expected) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     let srv = kong_query(&d, "UsEr.service.CONSUL", RecordType::SRV);
@@ -225,7 +225,7 @@ fn kong_11_2_service_srv_one_record_per_healthy_instance_owner_as_asked() {
 }
 
 #[test]
-fn kong_11_3_srv_targets_resolve_by_a_direct_a_query_to_the_service_address() {
+fn kong_k3_srv_targets_resolve_by_a_direct_a_query_to_the_service_address() {
     let (catalog, expected) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     let srv = kong_query(&d, "user.service.consul", RecordType::SRV);
@@ -241,7 +241,7 @@ fn kong_11_3_srv_targets_resolve_by_a_direct_a_query_to_the_service_address() {
 }
 
 #[test]
-fn kong_11_4_other_types_for_existing_names_are_nodata() {
+fn kong_k4_other_types_for_existing_names_are_nodata() {
     let up = Upstream::start(Mode::Answer);
     let (catalog, _) = kong_catalog();
     let d = Daemon::start(&catalog, &["--recursor", &up.arg()]);
@@ -264,7 +264,7 @@ fn kong_11_4_other_types_for_existing_names_are_nodata() {
 }
 
 #[test]
-fn kong_11_5_unknown_names_nxdomain_known_names_noerror() {
+fn kong_k5_unknown_names_nxdomain_known_names_noerror() {
     let (catalog, _) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     for name in ["nope.service.consul", "v9.user.service.consul", "nobody.node.consul", "zz.addr.consul"] {
@@ -279,7 +279,7 @@ fn kong_11_5_unknown_names_nxdomain_known_names_noerror() {
 }
 
 #[test]
-fn kong_11_6_names_outside_consul_are_forwarded_or_refused_at_once() {
+fn kong_k6_names_outside_consul_are_forwarded_or_refused_at_once() {
     let up = Upstream::start(Mode::Answer);
     let (catalog, _) = kong_catalog();
     let d = Daemon::start(&catalog, &["--recursor", &up.arg()]);
@@ -297,7 +297,7 @@ fn kong_11_6_names_outside_consul_are_forwarded_or_refused_at_once() {
 }
 
 #[test]
-fn kong_11_7_udp_at_most_512_with_tc_then_everything_over_tcp_no_opt_added() {
+fn kong_k7_udp_at_most_512_with_tc_then_everything_over_tcp_no_opt_added() {
     let (catalog, _) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     for qtype in [RecordType::SRV, RecordType::A] {
@@ -310,7 +310,7 @@ fn kong_11_7_udp_at_most_512_with_tc_then_everything_over_tcp_no_opt_added() {
 }
 
 #[test]
-fn kong_11_8_a_query_for_a_service_returns_the_instance_addresses() {
+fn kong_k8_a_query_for_a_service_returns_the_instance_addresses() {
     let (catalog, expected) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     let a = kong_query(&d, "user.service.consul", RecordType::A);
@@ -319,7 +319,7 @@ fn kong_11_8_a_query_for_a_service_returns_the_instance_addresses() {
 }
 
 #[test]
-fn kong_11_9_rfc2782_srv_names() {
+fn kong_k9_rfc2782_srv_names() {
     let (catalog, expected) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     let all = srv_records(&kong_query(&d, "_user._tcp.service.consul", RecordType::SRV));
@@ -330,7 +330,7 @@ fn kong_11_9_rfc2782_srv_names() {
 }
 
 #[test]
-fn kong_11_10_srv_and_a_answers_are_shuffled() {
+fn kong_k10_srv_and_a_answers_are_shuffled() {
     let d = Daemon::start(&big_catalog("small", 4), &[]);
     for qtype in [RecordType::SRV, RecordType::A] {
         let firsts: HashSet<String> =
@@ -340,7 +340,7 @@ fn kong_11_10_srv_and_a_answers_are_shuffled() {
 }
 
 #[test]
-fn kong_11_11_default_ttl_is_non_zero_and_configurable() {
+fn kong_k11_default_ttl_is_non_zero_and_configurable() {
     let (catalog, _) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     let srv = kong_query(&d, "user.service.consul", RecordType::SRV);
@@ -353,7 +353,7 @@ fn kong_11_11_default_ttl_is_non_zero_and_configurable() {
 }
 
 #[test]
-fn kong_11_12_additional_section_carries_every_target_address_with_the_srv_ttl() {
+fn kong_k12_additional_section_carries_every_target_address_with_the_srv_ttl() {
     let (catalog, _) = kong_catalog();
     let d = Daemon::start(&catalog, &["--service-ttl", "17s"]);
     let srv = query_tcp(d.addr, "user.service.consul", RecordType::SRV);
@@ -370,7 +370,7 @@ fn kong_11_12_additional_section_carries_every_target_address_with_the_srv_ttl()
 }
 
 #[test]
-fn kong_11_13_known_service_never_turns_into_nxdomain_when_the_catalog_breaks() {
+fn kong_k13_known_service_never_turns_into_nxdomain_when_the_catalog_breaks() {
     let (catalog, _) = kong_catalog();
     let d = Daemon::start_in(dir_with(&catalog), &[]);
     let answered = |d: &Daemon| {
@@ -392,7 +392,7 @@ fn kong_11_13_known_service_never_turns_into_nxdomain_when_the_catalog_breaks() 
 }
 
 #[test]
-fn kong_11_14_bursts_of_identical_queries_and_thousands_of_instances_over_tcp() {
+fn kong_k14_bursts_of_identical_queries_and_thousands_of_instances_over_tcp() {
     let up = Upstream::start(Mode::Answer);
     let d = Daemon::start(&big_catalog("big", 1500), &["--recursor", &up.arg()]);
     let addr = d.addr;
@@ -424,7 +424,7 @@ fn kong_11_14_bursts_of_identical_queries_and_thousands_of_instances_over_tcp() 
 }
 
 #[test]
-fn kong_11_15_case_insensitive_everywhere_owner_echoes_the_question() {
+fn kong_k15_case_insensitive_everywhere_owner_echoes_the_question() {
     let (catalog, _) = kong_catalog();
     let d = Daemon::start(&catalog, &[]);
     let srv = kong_query(&d, "USER.Service.Consul", RecordType::SRV);
@@ -437,7 +437,7 @@ fn kong_11_15_case_insensitive_everywhere_owner_echoes_the_question() {
 }
 
 #[test]
-fn kong_11_16_readme_tells_kong_users_how_to_set_up_both_clients() {
+fn kong_k16_readme_tells_kong_users_how_to_set_up_both_clients() {
     let readme = std::fs::read_to_string("README.md").unwrap();
     let start = readme.find("## Use with Kong").expect("a \"Use with Kong\" section");
     let section = &readme[start..readme[start + 3..].find("\n## ").map_or(readme.len(), |end| start + 3 + end)];

@@ -148,6 +148,35 @@ fn metrics_count_a_known_set_of_queries_exactly() {
 }
 
 #[test]
+fn sync_failures_are_exported_at_zero_before_the_first_failure() {
+    let d = Daemon::start(CATALOG, &[]);
+    let m = samples(&get(d.http(), "/metrics").text());
+    for reason in ["read", "parse", "invalid"] {
+        let series = format!("consul_dns_sync_failures_total{{backend=\"file\",reason=\"{reason}\"}}");
+        assert_eq!(m.get(&series), Some(&0.0), "{series}");
+    }
+    assert!(!m.keys().any(|k| k.contains("backend=\"consul\"")), "only the backend that runs");
+}
+
+#[test]
+fn catalog_json_is_filtered_by_service_and_node() {
+    let d = Daemon::start(CATALOG, &[]);
+    let services = |path: &str| {
+        let reply = get(d.http(), path);
+        assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+        let json = reply.json();
+        json["datacenters"]["dc1"]["services"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>())
+    };
+    assert_eq!(services("/v1/catalog").map(|s| s.len()), Some(2));
+    assert_eq!(services("/v1/catalog?service=web"), Some(vec!["web".to_string()]));
+    assert_eq!(services("/v1/catalog?node=N1"), Some(vec!["web".to_string()]), "case-insensitive node");
+    assert_eq!(services("/v1/catalog?node=ghost"), None);
+    let bad = get(d.http(), "/v1/catalog?tag=v1");
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().is_some_and(|e| e.contains("service=")), "{}", bad.text());
+}
+
+#[test]
 fn health_ready_and_catalog_answer_json() {
     let d = Daemon::start(CATALOG, &[]);
     let health = get(d.http(), "/health");
@@ -167,6 +196,42 @@ fn health_ready_and_catalog_answer_json() {
     assert_eq!(web[1]["addresses"], serde_json::json!(["127.0.0.42"]));
     assert_eq!(get(d.http(), "/nope").status, 404);
     assert_eq!(get(d.http(), "/debug/pprof/profile?seconds=0").status, 400);
+}
+
+/// With the `heap-profile` feature, `go tool pprof` reads the heap; without it the endpoint
+/// says how to get one (scripts/test runs this test both ways).
+#[test]
+fn heap_profile_is_read_by_go_tool_pprof_or_says_how_to_get_one() {
+    let d = Daemon::start(&crate::support::big_catalog("big", 3000), &[]);
+    let url = format!("http://{}/debug/pprof/heap", d.http());
+    if !cfg!(feature = "heap-profile") {
+        let reply = get(d.http(), "/debug/pprof/heap");
+        assert_eq!(reply.status, 501, "{}", reply.text());
+        assert!(reply.text().contains("--features heap-profile"), "{}", reply.text());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top", "-sample_index=inuse_space", &url])
+        .env("PPROF_TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .env("GOCACHE", tmp.path().join("gocache"))
+        .output()
+        .expect("go is installed (apt-get install golang-go; scripts/test does this)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "go tool pprof failed:\n{stderr}\n{stdout}");
+    assert!(stdout.contains("inuse_space"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("consul_dns::"), "the catalog's allocations, symbolized: {stdout}");
+}
+
+#[test]
+fn pprof_index_lists_what_can_be_fetched() {
+    let d = Daemon::start(CATALOG, &[]);
+    for path in ["/debug/pprof/", "/debug/pprof"] {
+        let index = get(d.http(), path);
+        assert_eq!((index.status, index.content_type.as_str()), (200, "text/html; charset=utf-8"), "{path}");
+        assert!(index.text().contains("href=\"/debug/pprof/profile?seconds=30\""), "{}", index.text());
+    }
 }
 
 #[test]

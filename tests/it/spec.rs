@@ -1,4 +1,4 @@
-//! Consul DNS spec items (consul-dns-spec.md S1–S11) over real UDP and TCP sockets.
+//! The DNS behaviour of docs/behaviour.md (S1–S11) over real UDP and TCP sockets.
 
 use std::collections::HashSet;
 
@@ -115,7 +115,7 @@ fn s1_4_outside_the_domain_is_refused_without_aa_or_ra() {
     assert!(out.contains("status: REFUSED"), "{out}");
     assert!(!out.contains(" aa") && !out.contains(" ra"), "{out}");
     let reply = query_udp(d.addr, "web.service.consul.default.svc.cluster.local", RecordType::SRV, None);
-    assert_eq!(reply.rcode(), 5, "kong §11.6: search-suffixed names answered at once");
+    assert_eq!(reply.rcode(), 5, "K6: search-suffixed names answered at once");
     assert_eq!(reply.message.queries.len(), 1, "question echoed");
 }
 
@@ -186,10 +186,7 @@ fn s3_5_every_srv_target_answers_its_own_a_query() {
         assert_eq!(a.len(), 1, "{target} → {a:?}");
         assert!(a[0].starts_with("127.0.0."), "{target} → {a:?}");
         let srv = dig(d.addr, &[&target, "SRV"]);
-        assert!(
-            srv.contains("status: NOERROR") && srv.contains("ANSWER: 0"),
-            "kong §11.4 NODATA for SRV on {target}: {srv}"
-        );
+        assert!(srv.contains("status: NOERROR") && srv.contains("ANSWER: 0"), "K4 NODATA for SRV on {target}: {srv}");
     }
 }
 
@@ -209,6 +206,36 @@ fn s3_8_reverse_lookup() {
     assert_eq!(short(&d, &["-x", "127.0.0.21"]), ["node1.node.dc1.consul."]);
     assert_eq!(short(&d, &["-x", "127.0.0.32"]), ["web.service.dc1.consul."]);
     assert!(dig(d.addr, &["-x", "192.0.2.1"]).contains("status: NXDOMAIN"));
+}
+
+#[test]
+fn s5_4_without_a_consul_service_the_apex_ns_is_this_daemon() {
+    let catalog = "[[nodes]]\nname = \"n1\"\naddress = \"127.0.0.21\"\n\
+                   [[services]]\nname = \"web\"\nnode = \"n1\"\nport = 80\n";
+    let plain = Daemon::start(catalog, &[]);
+    let ns = dig(plain.addr, &["consul", "NS"]);
+    assert!(ns.contains("status: NOERROR") && ns.contains("ANSWER: 0"), "no ns_name: NODATA as before: {ns}");
+    let d = Daemon::start(catalog, &["--ns-name", "ns.consul.", "--ns-address", "127.0.0.53"]);
+    assert_eq!(short(&d, &["consul", "NS"]), ["ns.consul."]);
+    let full = dig(d.addr, &["consul", "NS"]);
+    assert!(full.contains("ns.consul.\t\t5\tIN\tA\t127.0.0.53"), "glue in the additional section: {full}");
+    assert_eq!(short(&d, &["NS.consul", "A"]), ["127.0.0.53"], "the name answers for itself, any case");
+    let aaaa = dig(d.addr, &["ns.consul", "AAAA"]);
+    assert!(aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"), "NODATA for the other family: {aaaa}");
+    let soa = dig(d.addr, &["consul", "SOA"]);
+    assert!(soa.contains("AUTHORITY: 1") && soa.contains("127.0.0.53"), "SOA carries the NS and its glue: {soa}");
+    let (code, _, err) = crate::support::daemon::run_binary(&["--check-config", "--ns-name", "ns.consul."]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("ns_address"), "{err}");
+    let (code, _, err) = crate::support::daemon::run_binary(&[
+        "--check-config",
+        "--ns-name",
+        "ns.example.",
+        "--ns-address",
+        "127.0.0.1",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not below the domain"), "{err}");
 }
 
 #[test]
@@ -244,7 +271,7 @@ fn s6_ttls_default_and_configured() {
 }
 
 #[test]
-fn s7_200_instances_truncated_over_udp_complete_over_tcp() {
+fn s7_5_200_instances_truncated_over_udp_complete_over_tcp() {
     let d = Daemon::start(&big_catalog("big", 200), &["--udp-answer-limit", "0"]);
     let udp = query_udp(d.addr, "big.service.consul", RecordType::SRV, None);
     assert!(udp.size <= 512, "{} bytes", udp.size);
@@ -284,7 +311,7 @@ fn s7_1_edns_size_honoured() {
 #[test]
 fn s8_opt_record_only_when_the_query_had_one() {
     let d = Daemon::start(CATALOG, &[]);
-    assert!(query_udp(d.addr, "web.service.consul", RecordType::A, None).message.edns.is_none(), "S8.2, kong §11.7");
+    assert!(query_udp(d.addr, "web.service.consul", RecordType::A, None).message.edns.is_none(), "S8.2, K7");
     assert!(query_udp(d.addr, "web.service.consul", RecordType::A, Some(1232)).message.edns.is_some(), "S8.1");
 }
 

@@ -1,7 +1,7 @@
 //! The Consul backend: the live catalog through blocking queries, never less than the last good
 //! state.
 //!
-//! # Strategy: four long polls per datacenter (consul-http-api H5.4)
+//! # Strategy: four long polls per datacenter (docs/consul-api.md H5.4)
 //! Per served datacenter, watches block on `/v1/catalog/services`, `/v1/catalog/nodes`,
 //! `/v1/health/state/any?filter=Status != "passing"` and `/v1/config/ingress-gateway` (which
 //! services each ingress gateway exposes, for `.ingress`); the number of long polls is
@@ -34,7 +34,7 @@
 //!   counts the failure by reason in the metrics ([`crate::telemetry`]), and retries with jittered exponential
 //!   backoff (100 ms → 30 s); a failed service read is retried the same way. DNS keeps
 //!   answering the last good snapshot: a known service never turns into NXDOMAIN because
-//!   Consul is down, slow or answers garbage (kong.md §11.13).
+//!   Consul is down, slow or answers garbage (docs/behaviour.md K13).
 //! - Index rules H3.6: backwards → 0 and read again at once; 0 → 1; same → unchanged. A token
 //!   bucket per watch (burst 4, then one per 250 ms) stops a churning result from becoming a
 //!   busy loop (H3.7).

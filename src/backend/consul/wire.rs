@@ -1,4 +1,4 @@
-//! Consul's JSON shapes (consul-http-api H5), private to the backend, and their conversion into
+//! Consul's JSON shapes (docs/consul-api.md H5), private to the backend, and their conversion into
 //! [`crate::catalog::model`] values at the edge.
 //!
 //! Only the fields a DNS answer needs are read ("a stripped down api.Service"); unknown fields

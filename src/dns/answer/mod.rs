@@ -221,7 +221,12 @@ fn dispatch(ctx: &Context<'_>, query: Query<'_>, w: &mut Writer<'_>, scratch: &m
         Query::Reverse(ip) => names::reverse(ctx, w, ip),
         _ if qtype == rtype::AXFR => Reply { rcode: rcode::NOTIMP, authoritative: false, truncated: false },
         Query::Apex => names::apex(ctx, w, scratch),
-        Query::NotFound => negative(ctx, w, rcode::NXDOMAIN),
+        Query::NotFound => match &ctx.settings.own_name_server {
+            Some(own) if own.is(ctx.req.name().text(), ctx.settings.domains().map(|d| d.text())) => {
+                names::own_name(ctx, w, own)
+            }
+            _ => negative(ctx, w, rcode::NXDOMAIN),
+        },
         Query::Service { kind, name, tag, dc } => service::answer(ctx, w, scratch, kind, name, tag, dc),
         Query::Node { name, dc } => names::node(ctx, w, name, dc),
         Query::Addr(ip) => names::addr(ctx, w, ip),

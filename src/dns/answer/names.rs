@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use super::writer::{Owner, Section, Writer};
 use super::{Context, Reply, Scratch, negative, shuffle_step, soa};
 use crate::catalog::records::{Addr, Family};
+use crate::dns::OwnNameServer;
 use crate::wire::{rcode, rtype};
 
 /// Most NS records in an answer (S5.4).
@@ -37,6 +38,9 @@ pub(super) fn apex(ctx: &Context<'_>, w: &mut Writer<'_>, scratch: &mut Scratch)
 fn name_servers(ctx: &Context<'_>, w: &mut Writer<'_>, scratch: &mut Scratch, section: Section) -> usize {
     let servers = ctx.snapshot.name_servers();
     let ttl = ctx.snapshot.options().node_ttl;
+    if let (true, Some(own)) = (servers.is_empty(), &ctx.settings.own_name_server) {
+        return own_name_server(w, own, section, ttl);
+    }
     scratch.order.clear();
     scratch.order.extend(0..servers.len() as u32);
     scratch.glue.clear();
@@ -57,6 +61,32 @@ fn name_servers(ctx: &Context<'_>, w: &mut Writer<'_>, scratch: &mut Scratch, se
     }
     w.append_records(Section::Additional, &scratch.glue, glue_count);
     written
+}
+
+/// `ns_name` as the only NS, its address as glue (S5.4, without a `consul` service).
+fn own_name_server(w: &mut Writer<'_>, own: &OwnNameServer, section: Section, ttl: u32) -> usize {
+    let glue = own.address();
+    let needed = w.record_len(Owner::Question, own.labels().len() + 2) + w.record_len(Owner::At(0), glue.rdata().len());
+    if needed > w.room() {
+        return 0;
+    }
+    let target_at = w.ns(section, own.labels(), ttl);
+    w.record(Section::Additional, Owner::At(target_at), glue.rtype(), ttl, glue.rdata());
+    1
+}
+
+/// `ns_name` itself: its address for A, AAAA (of its family) and ANY, NODATA otherwise.
+pub(super) fn own_name(ctx: &Context<'_>, w: &mut Writer<'_>, own: &OwnNameServer) -> Reply {
+    let address = own.address();
+    let wanted = match ctx.req.qtype {
+        rtype::ANY => true,
+        qtype => qtype == address.rtype(),
+    };
+    if !wanted {
+        return negative(ctx, w, rcode::NOERROR);
+    }
+    w.record(Section::Answer, Owner::Question, address.rtype(), ctx.snapshot.options().node_ttl, address.rdata());
+    Reply::authoritative(rcode::NOERROR)
 }
 
 /// `<node>.node[.<dc>]` (S3.6): its address for A/AAAA/ANY (CNAME for a hostname), its meta as

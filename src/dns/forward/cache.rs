@@ -1,5 +1,5 @@
 //! A small cache of relayed answers, so that a burst of identical questions (Kong workers ×
-//! requests, §8 of kong.md) costs one upstream query per TTL.
+//! requests, K14) costs one upstream query per TTL.
 //!
 //! State: entries keyed by the lower-cased question plus the header/EDNS bits that change what
 //! an upstream answers (RD, CD, DO, whether an OPT was sent), each holding the reply bytes as

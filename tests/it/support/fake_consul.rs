@@ -1,5 +1,5 @@
 //! A fake Consul agent: a real HTTP/1.1 server on 127.0.0.1 port 0 (hyper, on its own tokio
-//! runtime) implementing the read endpoints of consul-http-api.md with real blocking
+//! runtime) implementing the read endpoints of docs/consul-api.md with real blocking
 //! semantics — a request with `?index=N` is held until that endpoint's index (H3.5) moves past
 //! N or `wait` (plus up to wait/16 of jitter, H3.3) elapses — and the documented shapes
 //! (omitempty fields, `null` vs `[]`). The test drives it through a handle: register,
