@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use crate::backend::registry::command::DbAction;
 use crate::config::Layer;
+use crate::config::database::{DatabaseUrl, EtcdEndpoint};
 
 const AFTER_HELP: &str = "\
 Every option can also be set in the TOML file given by --config (key = option name with '_'
@@ -73,4 +75,37 @@ pub enum Command {
         #[arg(long, value_name = "MS", default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Manage the catalog in a database or etcd: init, register, deregister, set-health, list
+    Db(DbArgs),
+}
+
+/// `consul-dns db`: where the catalog is (also before `db`, in the config file or as
+/// CONSUL_DNS_DATABASE_URL / CONSUL_DNS_ETCD), and what to do.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// SQL database holding the catalog: sqlite://PATH, mysql://USER:PASS@HOST:PORT/DB,
+    /// postgres://USER:PASS@HOST:PORT/DB
+    #[arg(long, value_name = "URL", global = true)]
+    pub database_url: Option<DatabaseUrl>,
+    /// etcd endpoint holding the catalog, repeatable
+    #[arg(long, value_name = "URL", global = true)]
+    pub etcd: Option<Vec<EtcdEndpoint>>,
+    /// Key prefix of the catalog in etcd [default: /consul-dns/]
+    #[arg(long, value_name = "PREFIX", global = true)]
+    pub etcd_prefix: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DbAction,
+}
+
+impl DbArgs {
+    /// The options given after `db`, as a layer above everything else.
+    pub fn layer(&self) -> Layer {
+        Layer {
+            database_url: self.database_url.clone(),
+            etcd: self.etcd.clone(),
+            etcd_prefix: self.etcd_prefix.clone(),
+            ..Layer::default()
+        }
+    }
 }

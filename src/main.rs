@@ -29,6 +29,9 @@ fn say(line: impl std::fmt::Display) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Db(args)) = &cli.command {
+        return db(&cli, args);
+    }
     let config = match config::load(cli.config.as_deref(), cli.settings.clone(), &env) {
         Ok(config) => config,
         Err(e) => {
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
         Some(Command::Query { name, qtype, server, tcp, timeout_ms }) => {
             return ask(&config, server.as_deref(), name, qtype, *tcp, Duration::from_millis(*timeout_ms));
         }
-        None => {}
+        Some(Command::Db(_)) | None => {}
     }
     if let Err(e) = config.sources.require_catalog() {
         eprintln!("consul-dns: configuration error: {e}");
@@ -141,6 +144,48 @@ fn health(config: &config::Config, addr: Option<&str>, name: Option<&str>, timeo
     }
 }
 
+/// `consul-dns db ...`: the same configuration as the daemon (file, environment, flags before
+/// and after `db`), then one command on its database or etcd.
+fn db(cli: &Cli, args: &consul_dns::cli::DbArgs) -> ExitCode {
+    use consul_dns::backend::registry::command::{self, Target};
+    let flags = cli.settings.clone().overlay(args.layer());
+    let config = match config::load(cli.config.as_deref(), flags, &env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("consul-dns db: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = match config.sources.live {
+        Some(config::LiveSource::Sql(database)) => Target::Sql(database),
+        Some(config::LiveSource::Etcd(etcd)) => Target::Etcd(etcd),
+        _ => {
+            eprintln!(
+                "consul-dns db: no catalog store given: use --database-url URL or --etcd URL \
+                 (or CONSUL_DNS_DATABASE_URL / CONSUL_DNS_ETCD)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("consul-dns db: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command::execute(&args.action, &target)) {
+        Ok(output) => {
+            say(output);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("consul-dns db: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `--check-config`: the configuration parsed; now the catalog must load and build.
 fn check_config(config: &config::Config) -> ExitCode {
     let sources = &config.sources;
@@ -152,6 +197,21 @@ fn check_config(config: &config::Config) -> ExitCode {
         say(format_args!("configuration OK; Consul source at {} ({state}; {})", consul.address, sources.reason));
         say(recursion_summary(config));
         return ExitCode::SUCCESS;
+    }
+    match &sources.live {
+        Some(config::LiveSource::Sql(database)) => {
+            let (kind, url) = (database.url.dialect().name(), &database.url);
+            say(format_args!("configuration OK; {kind} source at {url} ({})", sources.reason));
+            say(recursion_summary(config));
+            return ExitCode::SUCCESS;
+        }
+        Some(config::LiveSource::Etcd(etcd)) => {
+            let at = etcd.endpoints.join(", ");
+            say(format_args!("configuration OK; etcd source at {at}, prefix {} ({})", etcd.prefix, sources.reason));
+            say(recursion_summary(config));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let Some(catalog) = &sources.static_catalog else { return ExitCode::from(2) };
     match file::build(catalog, Arc::new(consul_dns::catalog::BuildOptions::from_config(config))) {

@@ -32,11 +32,14 @@ pub enum Failure {
     Build,
     /// Writing the on-disk copy of the catalog failed.
     Persist,
+    /// A database without the catalog tables (`consul-dns db init` has not run) or with a
+    /// schema newer than this binary.
+    Schema,
 }
 
 impl Failure {
     /// Every reason, in label order.
-    pub const ALL: [Failure; 14] = [
+    pub const ALL: [Failure; 15] = [
         Failure::Network,
         Failure::Timeout,
         Failure::Forbidden,
@@ -51,6 +54,7 @@ impl Failure {
         Failure::Empty,
         Failure::Build,
         Failure::Persist,
+        Failure::Schema,
     ];
 
     /// The metric label.
@@ -70,6 +74,7 @@ impl Failure {
             Failure::Empty => "empty",
             Failure::Build => "build",
             Failure::Persist => "persist",
+            Failure::Schema => "schema",
         }
     }
 }

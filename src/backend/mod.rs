@@ -14,16 +14,20 @@
 
 pub mod backoff;
 pub mod consul;
+pub mod etcd;
 pub mod failure;
 pub mod file;
 pub(crate) mod mirror;
 pub(crate) mod publish;
+pub mod registry;
 pub(crate) mod seed;
+pub mod sql;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::database::{DatabaseSettings, EtcdSettings};
 use crate::config::{CatalogSource, ConsulSettings, LiveSource, Sources};
 use crate::telemetry::Backend;
 use file::Fingerprint;
@@ -40,6 +44,10 @@ pub(crate) enum Source {
     },
     /// The Consul catalog.
     Consul(ConsulSettings),
+    /// Tables in an SQL database.
+    Sql(DatabaseSettings),
+    /// Keys in etcd.
+    Etcd(EtcdSettings),
 }
 
 impl Source {
@@ -49,6 +57,8 @@ impl Source {
         match &sources.live {
             None => Source::File { catalog, seen },
             Some(LiveSource::Consul(settings)) => Source::Consul(settings.clone()),
+            Some(LiveSource::Sql(settings)) => Source::Sql(settings.clone()),
+            Some(LiveSource::Etcd(settings)) => Source::Etcd(settings.clone()),
         }
     }
 
@@ -63,5 +73,7 @@ pub(crate) fn start(source: Source, publisher: Publisher, cancel: CancellationTo
     match source {
         Source::File { catalog, seen } => tokio::spawn(file::run(catalog, seen, publisher, cancel)),
         Source::Consul(settings) => tokio::spawn(consul::run(settings, publisher, cancel)),
+        Source::Sql(settings) => tokio::spawn(sql::poll::run(settings, publisher, cancel)),
+        Source::Etcd(settings) => tokio::spawn(etcd::watch::run(settings, publisher, cancel)),
     }
 }

@@ -204,7 +204,6 @@ impl Publisher {
 
     /// A complete catalog read from the source: validated, diffed with what is served, and
     /// published at once. `Err` when it cannot be served: nothing published, counted.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the database sources publish this way"))]
     pub(crate) async fn full(&mut self, data: CatalogData, trigger: &'static str) -> Result<(), ModelError> {
         if let Err(error) = data.validate() {
             self.failed(Failure::Invalid, &error);

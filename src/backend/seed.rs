@@ -40,6 +40,7 @@ pub(crate) fn seed(config: &Config, options: &Arc<BuildOptions>) -> Result<Seed,
     if let Some(restored) = config.state_dir.as_deref().and_then(|dir| restore(dir, config.max_stale)) {
         let fixed = match live {
             LiveSource::Consul(consul) => consul.datacenter.clone(),
+            LiveSource::Sql(_) | LiveSource::Etcd(_) => None,
         };
         let datacenter = fixed.unwrap_or_else(|| restored.datacenter.clone());
         let mut restored_options = (**options).clone();

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
+use super::database::{DatabaseUrl, EtcdEndpoint};
 use super::kinds::{Cidr, DomainName, LogFormat, Sample, Strategy};
 use super::source::SourceKind;
 use super::value::{Bounded, ConsulAddr, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl};
@@ -154,8 +155,8 @@ keys! {
     #[arg(long, value_name = "CIDR")]
     allow_query: Vec<Cidr> = "allow_query" by parse_list,
 
-    /// The live catalog source, `static` or `consul` [default: the one whose address is
-    /// given, else the static catalog alone]
+    /// The live catalog source, `static`, `consul`, `database` or `etcd` [default: the one
+    /// whose address is given, else the static catalog alone]
     #[arg(long, value_name = "SOURCE")]
     source: SourceKind = "source" by parse,
 
@@ -207,6 +208,24 @@ keys! {
     /// Oldest on-disk catalog still served at start-up, e.g. 1h [default: no limit]
     #[arg(long, value_name = "DURATION")]
     max_stale: Secs = "max_stale" by parse,
+
+    /// SQL database holding the catalog, instead of the static catalog: sqlite://PATH,
+    /// mysql://USER:PASS@HOST:PORT/DB or postgres://USER:PASS@HOST:PORT/DB (password never
+    /// logged) [default: none]
+    #[arg(long, value_name = "URL")]
+    database_url: DatabaseUrl = "database_url" by parse,
+
+    /// How often the database's change counter is checked, e.g. 1s or 200ms [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    db_poll_interval: Millis = "db_poll_interval" by parse,
+
+    /// etcd endpoint holding the catalog, http://host:port, repeatable [default: none]
+    #[arg(long, value_name = "URL")]
+    etcd: Vec<EtcdEndpoint> = "etcd" by parse_list,
+
+    /// Key prefix of the catalog in etcd [default: /consul-dns/]
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: String = "etcd_prefix" by text,
 
     /// This daemon's name as the apex NS when the catalog has no `consul` service, e.g.
     /// ns.consul. (with --ns-address)

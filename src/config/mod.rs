@@ -2,6 +2,7 @@
 //! (`CONSUL_DNS_<KEY>`) < flags. Unknown keys and bad values are errors that name the file,
 //! line and key (or the variable, or the flag); nothing is silently ignored.
 
+pub mod database;
 pub mod kinds;
 pub mod layer;
 pub mod source;

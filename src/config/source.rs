@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::database::{self, DatabaseSettings, Dialect, EtcdSettings};
 use super::layer::Layer;
 use super::value::{ConsulAddr, Secret};
 use super::{ConfigError, ConsulEnv};
@@ -29,6 +30,10 @@ pub enum SourceKind {
     Static,
     /// The Consul catalog.
     Consul,
+    /// An SQL database (`database_url`).
+    Database,
+    /// etcd (`etcd`).
+    Etcd,
 }
 
 impl FromStr for SourceKind {
@@ -37,7 +42,9 @@ impl FromStr for SourceKind {
         match text.trim().to_ascii_lowercase().as_str() {
             "static" => Ok(SourceKind::Static),
             "consul" => Ok(SourceKind::Consul),
-            other => Err(format!("unknown source {other:?}: expected static or consul")),
+            "database" => Ok(SourceKind::Database),
+            "etcd" => Ok(SourceKind::Etcd),
+            other => Err(format!("unknown source {other:?}: expected static, consul, database or etcd")),
         }
     }
 }
@@ -95,6 +102,10 @@ pub struct ConsulSettings {
 pub enum LiveSource {
     /// The Consul catalog over HTTP.
     Consul(ConsulSettings),
+    /// Tables in an SQL database.
+    Sql(DatabaseSettings),
+    /// Keys in etcd.
+    Etcd(EtcdSettings),
 }
 
 impl LiveSource {
@@ -102,6 +113,12 @@ impl LiveSource {
     pub fn label(&self) -> &'static str {
         match self {
             LiveSource::Consul(_) => "consul",
+            LiveSource::Sql(settings) => match settings.url.dialect() {
+                Dialect::Sqlite => "sqlite",
+                Dialect::Mysql => "mysql",
+                Dialect::Postgres => "postgres",
+            },
+            LiveSource::Etcd(_) => "etcd",
         }
     }
 }
@@ -124,7 +141,52 @@ pub(super) fn resolve(layer: &Layer, env: &ConsulEnv) -> Result<Sources, ConfigE
         _ => CatalogSource::File(path.to_owned()),
     });
     let consul_given = layer.consul.is_some();
+    let (database, etcd) = database::resolve(layer)?;
+    let given: Vec<&str> = [(consul_given, "consul"), (database.is_some(), "database_url"), (etcd.is_some(), "etcd")]
+        .iter()
+        .filter_map(|(given, key)| given.then_some(*key))
+        .collect();
+    if given.len() > 1 {
+        return Err(ConfigError::Invalid {
+            key: "source",
+            message: format!(
+                "{} are all given; at most one live source can be, remove the others",
+                given.join(" and ")
+            ),
+        });
+    }
+    let store_given = database.is_some() || etcd.is_some();
     let (live, reason) = match layer.source {
+        Some(SourceKind::Static | SourceKind::Consul) if store_given => {
+            return Err(ConfigError::Invalid {
+                key: "source",
+                message: format!(
+                    "source is {}, but {} names a store; remove one of them",
+                    if layer.source == Some(SourceKind::Static) { "static" } else { "consul" },
+                    given.join("")
+                ),
+            });
+        }
+        Some(SourceKind::Database) => match database {
+            Some(settings) => (Some(LiveSource::Sql(settings)), "source is database, at database_url".to_owned()),
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: "source",
+                    message: "source is database, but no database_url is given".into(),
+                });
+            }
+        },
+        Some(SourceKind::Etcd) => match etcd {
+            Some(settings) => (Some(LiveSource::Etcd(settings)), "source is etcd, at the etcd endpoints".to_owned()),
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: "source",
+                    message: "source is etcd, but no etcd is given".into(),
+                });
+            }
+        },
+        None if database.is_some() => (database.map(LiveSource::Sql), "database_url is set".to_owned()),
+        None if etcd.is_some() => (etcd.map(LiveSource::Etcd), "etcd is set".to_owned()),
         Some(SourceKind::Static) if consul_given => {
             return Err(ConfigError::Invalid {
                 key: "source",

@@ -147,6 +147,10 @@ fn every_key_is_settable_from_env_and_file() {
         ("translate_wan_addrs", ("true", "true")),
         ("state_dir", ("/var/lib/consul-dns", "\"/var/lib/consul-dns\"")),
         ("max_stale", ("1h", "\"1h\"")),
+        ("database_url", ("sqlite:///tmp/c.db", "\"sqlite:///tmp/c.db\"")),
+        ("db_poll_interval", ("200ms", "\"200ms\"")),
+        ("etcd", ("127.0.0.1:2379,127.0.0.2:2379", "[\"127.0.0.1:2379\", \"127.0.0.2:2379\"]")),
+        ("etcd_prefix", ("/dns/", "\"/dns/\"")),
         ("ns_name", ("ns.consul.", "\"ns.consul.\"")),
         ("ns_address", ("127.0.0.1", "\"127.0.0.1\"")),
     ]
@@ -272,7 +276,9 @@ fn shipped_config_examples_parse_when_uncommented() {
         .lines()
         .map(|l| match l.strip_prefix("# ") {
             Some(rest)
-                if KEYS.iter().any(|k| rest.starts_with(&format!("{k} ="))) && !rest.starts_with("service_ttl") =>
+                // database_url and etcd are live sources like consul: one of the three at most.
+                if KEYS.iter().any(|k| rest.starts_with(&format!("{k} =")))
+                    && !["service_ttl", "database_url", "etcd ="].iter().any(|k| rest.starts_with(k)) =>
             {
                 rest
             }
@@ -351,4 +357,33 @@ fn consul_backend_from_flags_our_env_and_consuls_env() {
     let unix = |k: &str| (k == "CONSUL_HTTP_ADDR").then(|| "unix:///run/consul.sock".to_owned());
     let explicit = Layer { source: Some(source::SourceKind::Consul), ..Layer::default() };
     assert!(load(None, explicit, &unix).unwrap_err().to_string().contains("unix"));
+}
+
+#[test]
+fn database_and_etcd_sources_resolve_and_exclude_each_other() {
+    let url: database::DatabaseUrl = "mysql://dns:s3cr3t@127.0.0.1:3306/consul_dns".parse().unwrap();
+    let layer = Layer { database_url: Some(url.clone()), ..Layer::default() };
+    let config = resolve(layer.clone()).unwrap();
+    let Some(LiveSource::Sql(settings)) = config.sources.live.clone() else { panic!("{:?}", config.sources) };
+    assert_eq!((settings.url, settings.poll_interval), (url.clone(), database::DEFAULT_DB_POLL_INTERVAL));
+    assert_eq!(config.sources.live.as_ref().map(LiveSource::label), Some("mysql"));
+    assert!(!format!("{config:?}").contains("s3cr3t"), "the password stays out of Debug");
+    let etcd = Layer { etcd: Some(vec!["127.0.0.1:2379".parse().unwrap()]), ..Layer::default() };
+    let Some(LiveSource::Etcd(settings)) = resolve(etcd.clone()).unwrap().sources.live else { panic!("etcd") };
+    assert_eq!(
+        (settings.endpoints, settings.prefix),
+        (vec!["http://127.0.0.1:2379".to_owned()], "/consul-dns/".into())
+    );
+    let both = Layer { etcd: etcd.etcd.clone(), ..layer.clone() };
+    let error = resolve(both).unwrap_err().to_string();
+    assert!(error.contains("at most one live source"), "{error}");
+    let with_consul = Layer { consul: Some("127.0.0.1:8500".parse().unwrap()), ..layer.clone() };
+    assert!(resolve(with_consul).unwrap_err().to_string().contains("at most one live source"));
+    let static_too = Layer { source: Some(source::SourceKind::Static), ..layer };
+    assert!(resolve(static_too).unwrap_err().to_string().contains("remove one of them"));
+    let asked =
+        Layer { source: Some(source::SourceKind::Database), static_catalog: Some("x.toml".into()), ..Layer::default() };
+    assert!(resolve(asked).unwrap_err().to_string().contains("no database_url"));
+    let zero = Layer { db_poll_interval: Some(value::Millis(Duration::ZERO)), ..Layer::default() };
+    assert!(resolve(zero).unwrap_err().to_string().contains("db_poll_interval"));
 }

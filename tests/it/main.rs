@@ -5,6 +5,8 @@ mod cli;
 mod consul;
 mod consul_agent;
 mod consul_differential;
+mod db;
+mod db_source;
 mod deploy;
 mod deploy_files;
 mod deploy_wiring;

@@ -96,7 +96,7 @@ fn seen(d: &Daemon, name: &str, qtype: RecordType) -> String {
     )
 }
 
-fn difference(a: &Daemon, b: &Daemon, questions: &[(String, RecordType)]) -> Option<String> {
+pub(crate) fn difference(a: &Daemon, b: &Daemon, questions: &[(String, RecordType)]) -> Option<String> {
     questions.iter().find_map(|(name, qtype)| {
         let (got, want) = (seen(a, name, *qtype), seen(b, name, *qtype));
         (got != want).then(|| format!("{name} {qtype}:\n  followed: {got}\n  fresh:    {want}"))

@@ -187,6 +187,57 @@ const COMMANDS: &[(&str, &str, Check)] = &[
     ("bench/README.md", "bench/run.sh -s 100000", NotHere(BENCH)),
     ("bench/README.md", "bench/run.sh -l 3 --rounds 1", NotHere(BENCH)),
     ("bench/README.md", "bench/run.sh --help", Run),
+    // The database and etcd sources (tests/it/db.rs, tests/it/db_source.rs).
+    ("README.md", "consul-dns db", Test("sqlite_commands")),
+    ("README.md", "export CONSUL_DNS_DATABASE_URL=sqlite:///var/lib/consul-dns/catalog.db", Test("round_trip")),
+    ("README.md", "consul-dns db init", Test("round_trip")),
+    (
+        "README.md",
+        "consul-dns db register --name user --address 127.0.0.31 --port 8001 --node n1 --tags v1,primary --weight 10",
+        Test("round_trip"),
+    ),
+    (
+        "README.md",
+        "consul-dns db register --name user --id user-2 --address 127.0.0.32 --port 8001",
+        Test("round_trip"),
+    ),
+    ("README.md", "consul-dns db set-health user-2 warning", Test("round_trip")),
+    ("README.md", "consul-dns db list", Test("round_trip")),
+    ("README.md", "consul-dns db deregister user-2", Test("round_trip")),
+    ("README.md", "export CONSUL_DNS_DATABASE_URL=sqlite:///tmp/catalog.db", Test("sqlite_source")),
+    ("README.md", "consul-dns db register --name user --address 127.0.0.31 --port 8001 --node n1", Test("serving")),
+    ("README.md", "consul-dns --listen 127.0.0.1:8600 &", Test("serving")),
+    ("README.md", "dig @127.0.0.1 -p 8600 user.service.consul SRV +short", Test("serving")),
+    (
+        "README.md",
+        "export CONSUL_DNS_DATABASE_URL=mysql://dns:dns-pw@127.0.0.1:3306/consul_dns",
+        Test("mariadb_source"),
+    ),
+    ("README.md", "consul-dns db register --name user --address 127.0.0.31 --port 8001", Test("changes_are_answered")),
+    (
+        "README.md",
+        "export CONSUL_DNS_DATABASE_URL=postgres://dns:dns-pw@127.0.0.1:5432/consul_dns",
+        Test("postgres_source_listens"),
+    ),
+    (
+        "README.md",
+        "export CONSUL_DNS_ETCD=http://127.0.0.1:2379",
+        Test("etcd_source_watches_and_recovers_from_compaction"),
+    ),
+    (
+        "README.md",
+        "mariadb -u root -e \"CREATE DATABASE consul_dns; CREATE USER 'dns'@'%' IDENTIFIED BY 'dns-pw'; GRANT ALL ON consul_dns.* TO 'dns'@'%'\"",
+        NotHere(
+            "changes the machine's own MariaDB; tests/it/support/stores.rs sets up a throwaway server the same way",
+        ),
+    ),
+    (
+        "README.md",
+        "sudo -u postgres psql -c \"CREATE ROLE dns LOGIN PASSWORD 'dns-pw'\" -c \"CREATE DATABASE consul_dns OWNER dns\"",
+        NotHere(
+            "changes the machine's own PostgreSQL; tests/it/support/stores.rs sets up a throwaway server the same way",
+        ),
+    ),
 ];
 
 /// Inline code spans starting with one of these are commands too.

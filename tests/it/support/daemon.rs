@@ -40,7 +40,7 @@ impl Daemon {
         let catalog = dir.path().join("services.toml");
         let mut command = Command::new(binary());
         command.args(["--listen", "127.0.0.1:0", "--udp-workers", "2", "--log-level", "info,consul_dns=debug"]);
-        if !args.contains(&"--static") && !args.contains(&"--consul") {
+        if !["--static", "--consul", "--database-url", "--etcd"].iter().any(|a| args.contains(a)) {
             command.arg("--static").arg(&catalog);
         }
         if !args.contains(&"--http") {
@@ -142,6 +142,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

@@ -8,6 +8,8 @@ pub mod fake_consul;
 pub mod go_examples;
 pub mod http;
 pub mod netns;
+pub mod proxy;
+pub mod stores;
 pub mod upstream;
 
 pub use client::{query_tcp, query_udp, query_udp_raw};
