@@ -61,11 +61,6 @@ impl Backoff {
         base.mul_f64(factor).min(self.max)
     }
 
-    /// Failures since the last success.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
     /// A success: the next failure starts again from `min`.
     pub fn reset(&mut self) {
         self.failures = 0;

@@ -19,9 +19,6 @@ pub mod records;
 pub mod reverse;
 pub mod snapshot;
 
-/// Service TTLs: the table lives with the configuration that fills it.
-pub use crate::config::ttl;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -22,9 +22,6 @@ pub use source::{CatalogSource, ConsulSettings, LiveSource, Sources};
 pub use ttl::TtlTable;
 use value::{DEFAULT_DNS_PORT, Secret, ServiceTtl};
 
-/// Consul's own environment variables (docs/consul-api.md H1), honoured below our own settings.
-pub const CONSUL_ENV: [&str; 5] =
-    ["CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_HTTP_SSL"];
 /// What Consul's environment variables say (looked up through the same function as ours).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsulEnv {
@@ -222,6 +219,7 @@ pub fn read_file(path: &Path) -> Result<Layer, ConfigError> {
 }
 
 /// Applies defaults and cross-field checks, without Consul's environment variables.
+#[cfg(test)]
 pub fn resolve(layer: Layer) -> Result<Config, ConfigError> {
     resolve_with(layer, &ConsulEnv::default())
 }

@@ -106,6 +106,7 @@ fn percent_decoded(text: &str) -> String {
 
 impl CatalogView {
     /// The view of `snapshot`.
+    #[cfg(test)]
     pub fn of(snapshot: &Snapshot) -> CatalogView {
         CatalogView::filtered(snapshot, &Filter::default())
     }

@@ -74,11 +74,6 @@ impl Client {
         })
     }
 
-    /// The wait of blocking queries.
-    pub fn wait(&self) -> Duration {
-        self.wait
-    }
-
     /// `GET path` in datacenter `dc`; a blocking query when `index` is given (H3.2).
     pub async fn get(&self, path: &str, dc: Option<&str>, index: Option<u64>) -> Result<Reply, SyncError> {
         let mut url = format!("{}{path}", self.base);

@@ -62,13 +62,6 @@ pub struct Dirty {
     nodes: BTreeSet<(String, String)>,
 }
 
-impl Dirty {
-    /// Nothing to publish?
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.connect.is_empty() && self.ingress.is_empty() && self.nodes.is_empty()
-    }
-}
-
 /// Every datacenter served.
 #[derive(Debug, Default)]
 pub struct Store {
@@ -83,6 +76,7 @@ impl Store {
     }
 
     /// Datacenter by name.
+    #[cfg(test)]
     pub fn dc(&self, name: &str) -> Option<&Dc> {
         self.dcs.get(&*lower(name))
     }
@@ -277,11 +271,6 @@ impl Store {
                 dc.refresh_health(service);
             }
         }
-    }
-
-    /// Anything changed since the last export?
-    pub fn is_dirty(&self) -> bool {
-        !self.dirty.is_empty()
     }
 
     /// Recomputes health, takes what is dirty and names its services (`.connect`/`.ingress` for

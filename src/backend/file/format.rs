@@ -154,13 +154,6 @@ enum FileHealth {
     Critical,
 }
 
-/// Reads and converts a catalog file; `default_dc` applies when the file names none.
-pub fn load(path: &Path, default_dc: &str) -> Result<CatalogData, CatalogFileError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| CatalogFileError::Read { path: path.to_owned(), source })?;
-    parse(path, &text, default_dc)
-}
-
 /// Converts catalog text; the format follows the file name (`.json` or TOML).
 pub fn parse(path: &Path, text: &str, default_dc: &str) -> Result<CatalogData, CatalogFileError> {
     if text.trim().is_empty() {
@@ -308,7 +301,9 @@ mod tests {
 
     #[test]
     fn shipped_catalog_parses() {
-        let data = load(Path::new("config/services.toml"), "dc1").unwrap();
+        let data =
+            parse(Path::new("config/services.toml"), &std::fs::read_to_string("config/services.toml").unwrap(), "dc1")
+                .unwrap();
         let services: HashSet<&str> = data.instances.iter().map(|i| i.service.as_str()).collect();
         assert!(services.contains("user") && services.contains("order"));
         assert_eq!(data.instances.iter().filter(|i| i.service == "user").count(), 2);

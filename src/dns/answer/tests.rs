@@ -8,8 +8,8 @@ use hickory_proto::op::Message;
 
 use super::*;
 use crate::catalog::model::{Address, CatalogData, Health, Instance, Node, TaggedAddresses, Weights};
-use crate::catalog::ttl::TtlTable;
 use crate::catalog::{BuildOptions, Catalog};
+use crate::config::TtlTable;
 use crate::dns::acl::Access;
 use crate::dns::message::tests::query;
 
