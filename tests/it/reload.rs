@@ -93,3 +93,28 @@ fn sigterm_stops_cleanly() {
     d.signal("TERM");
     assert_eq!(d.wait_exit(Duration::from_secs(5)), Some(0), "{}", d.log());
 }
+
+/// Finding: `: > services.toml` (a truncated write, an editor crash) reloaded as zero
+/// services, every name NXDOMAIN, logged at INFO and counted as a success. An empty file is
+/// now an error that keeps the last good catalog, counted as `empty`; a file that keeps
+/// changing is read once it holds still, so a writer that truncates and then writes is seen
+/// only whole.
+#[test]
+fn an_empty_catalog_file_is_rejected_and_the_old_answers_stay() {
+    let d = Daemon::start(TWO, &[]);
+    assert_eq!(answers(&d), 2);
+    std::fs::write(d.catalog_path(), "").unwrap();
+    assert!(d.wait_for_log("is empty", Duration::from_secs(3)), "{}", d.log());
+    assert_eq!(answers(&d), 2, "the previous catalog keeps serving");
+    let m = samples(&get(d.http(), "/metrics").text());
+    assert_eq!(m.get("consul_dns_sync_failures_total{backend=\"file\",reason=\"empty\"}"), Some(&1.0), "{m:?}");
+    std::fs::write(d.catalog_path(), " \n\t\n").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(answers(&d), 2, "whitespace only is empty too");
+    // Truncate, pause shorter than the settle time, then write the whole file: never served empty.
+    let file = std::fs::OpenOptions::new().write(true).truncate(true).open(d.catalog_path()).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    std::io::Write::write_all(&mut &file, ONE.as_bytes()).unwrap();
+    drop(file);
+    assert!(time_until(Duration::from_secs(2), || answers(&d) == 1).is_some(), "{}", d.log());
+}
