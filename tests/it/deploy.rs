@@ -154,3 +154,40 @@ fn stack_consul_dns_command_serves_kong_on_loopback() {
         .collect();
     assert_eq!(ips, [IpAddr::V4(KONG_DATABASE_IP)], "Kong's database host is relayed");
 }
+
+/// deploy/compose/mysql.yml: the stack with consul-dns reading MySQL instead of Consul. The
+/// merged file validates; consul-dns's command there is a configuration the daemon accepts,
+/// naming the stack's MySQL with its password hidden; the schema's one-shot has an address of
+/// its own and runs before consul-dns.
+#[test]
+fn mysql_override_runs_consul_dns_on_the_stacks_database() {
+    let files = ["-f", "docker-compose.yml", "-f", "deploy/compose/mysql.yml"];
+    let out = Command::new("docker-compose").args(files).args(["config", "-q"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let load = |file: &str| -> Value {
+        let script = format!("import json, yaml; print(json.dumps(yaml.safe_load(open('{file}'))))");
+        let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (base, over) = (compose(), load("deploy/compose/mysql.yml"));
+    let command = consul_dns_command(&over);
+    let database = command.iter().find_map(|a| a.strip_prefix("--database-url=")).expect("a database source");
+    assert!(database.contains(&format!("@{}:3306/", service_ip(&base, "mysql"))), "{database}");
+    let args: Vec<&str> = command.iter().map(String::as_str).collect();
+    let (code, out, err) = crate::support::daemon::run_binary(&[&["--check-config"], &args[..]].concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("MySQL/MariaDB source at mysql://root:***@") && !out.contains("root:root"),
+        "password hidden: {out}"
+    );
+    let init = service_ip(&over, "consul-dns-db");
+    let taken: Vec<&str> = base["services"].as_object().unwrap().keys().map(|s| service_ip_or(&base, s)).collect();
+    assert!(!taken.contains(&init), "{init} is taken");
+    assert!(init.starts_with("172.40.0.") && init.rsplit('.').next().unwrap().parse::<u8>().unwrap() < 128);
+    let after = &over["services"]["consul-dns"]["depends_on"]["consul-dns-db"]["condition"];
+    assert_eq!(after, "service_completed_successfully");
+}
+
+fn service_ip_or<'a>(c: &'a Value, service: &str) -> &'a str {
+    c["services"][service]["networks"]["stack"]["ipv4_address"].as_str().unwrap_or("")
+}

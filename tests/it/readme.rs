@@ -161,6 +161,16 @@ const COMMANDS: &[(&str, &str, Check)] = &[
     ("deploy/README.md", "consul-dns --check-config", Test("check_config_accepts_the_shipped_files")),
     ("deploy/README.md", "kubectl apply -f deploy/kubernetes/consul-dns.yaml", Test(KUBERNETES)),
     ("deploy/README.md", "kubectl edit configmap consul-dns", Test(KUBERNETES)),
+    (
+        "deploy/README.md",
+        "docker-compose -f docker-compose.yml -f deploy/compose/mysql.yml up -d --build",
+        Test("mysql_override_runs_consul_dns_on_the_stacks_database"),
+    ),
+    (
+        "deploy/README.md",
+        "docker-compose -f docker-compose.yml -f deploy/compose/mysql.yml run --rm consul-dns-db db register --name user --address 172.40.0.11 --port 8002",
+        NotHere(NO_DOCKER),
+    ),
     ("deploy/README.md", "docker build -t consul-dns .", NotHere(NO_DOCKER)),
     (
         "deploy/README.md",
