@@ -171,6 +171,8 @@ const COMMANDS: &[(&str, &str, Check)] = &[
         "docker-compose -f docker-compose.yml -f deploy/compose/mysql.yml run --rm consul-dns-db db register --name user --address 172.40.0.11 --port 8002",
         NotHere(NO_DOCKER),
     ),
+    ("deploy/README.md", "consul-dns db init", Test("mariadb_commands")),
+    ("deploy/README.md", "consul-dns db register", Test("mariadb_commands")),
     ("deploy/README.md", "docker build -t consul-dns .", NotHere(NO_DOCKER)),
     (
         "deploy/README.md",
