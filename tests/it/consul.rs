@@ -8,29 +8,14 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 
 use crate::support::fake_consul::{FakeConsul, Fault, Svc};
-use crate::support::{Daemon, query_udp};
+use crate::support::{Daemon, query_udp, rcode, rdata, start_consul};
 
 const NOERROR: u16 = 0;
 const SERVFAIL: u16 = 2;
 const NXDOMAIN: u16 = 3;
 
 fn start(fake: &FakeConsul, extra: &[&str]) -> Daemon {
-    let url = fake.url();
-    let mut args = vec!["--consul", &url, "--consul-wait", "20s"];
-    args.extend_from_slice(extra);
-    Daemon::start_in(tempfile::tempdir().unwrap(), &args)
-}
-
-/// The answer's record data, sorted (`127.0.0.21`, `1 1 80 n1.node.dc1.consul.`).
-fn rdata(d: &Daemon, name: &str, qtype: RecordType) -> Vec<String> {
-    let reply = query_udp(d.addr, name, qtype, Some(4096));
-    let mut out: Vec<String> = reply.message.answers.iter().map(|r| r.data.to_string()).collect();
-    out.sort();
-    out
-}
-
-fn rcode(d: &Daemon, name: &str) -> u16 {
-    query_udp(d.addr, name, RecordType::A, Some(4096)).rcode()
+    start_consul(&fake.url(), extra)
 }
 
 /// Polls until `check` holds; panics with the log after `within`.

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::support::consul_agent::{AGENT_NODE, Agent, Options, check, service};
 use crate::support::http::get;
-use crate::support::{Daemon, query_udp};
+use crate::support::{Daemon, query_udp, rcode, rdata, start_consul};
 
 const NOERROR: u16 = 0;
 const SERVFAIL: u16 = 2;
@@ -22,22 +22,7 @@ const NXDOMAIN: u16 = 3;
 const SEC: Duration = Duration::from_secs(1);
 
 fn start(agent: &Agent, extra: &[&str]) -> Daemon {
-    let url = agent.url();
-    let mut args = vec!["--consul", &url, "--consul-wait", "20s"];
-    args.extend_from_slice(extra);
-    Daemon::start_in(tempfile::tempdir().unwrap(), &args)
-}
-
-/// The answer's record data, sorted.
-fn rdata(d: &Daemon, name: &str, qtype: RecordType) -> Vec<String> {
-    let reply = query_udp(d.addr, name, qtype, Some(4096));
-    let mut out: Vec<String> = reply.message.answers.iter().map(|r| r.data.to_string()).collect();
-    out.sort();
-    out
-}
-
-fn rcode(d: &Daemon, name: &str) -> u16 {
-    query_udp(d.addr, name, RecordType::A, Some(4096)).rcode()
+    start_consul(&agent.url(), extra)
 }
 
 /// Polls until `check` holds; panics with both logs after `within`.

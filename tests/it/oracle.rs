@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 
 use crate::support::fake_consul::{FakeConsul, Svc};
-use crate::support::{Daemon, query_tcp};
+use crate::support::{Daemon, query_tcp, start_consul};
 
 const NODES: usize = 5;
 const SERVICES: [&str; 4] = ["web", "api", "db", "cache"];
@@ -104,8 +104,7 @@ pub(crate) fn difference(a: &Daemon, b: &Daemon, questions: &[(String, RecordTyp
 }
 
 fn start(fake: &FakeConsul) -> Daemon {
-    let url = fake.url();
-    Daemon::start_in(tempfile::tempdir().unwrap(), &["--consul", &url, "--consul-wait", "20s"])
+    start_consul(&fake.url(), &[])
 }
 
 /// Finding 1 of the seam issue: a node removed from the catalog kept answering on the daemon

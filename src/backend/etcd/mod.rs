@@ -10,7 +10,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::backend::failure::Failure;
-use crate::backend::registry::{BadRow, NodeEntry, Registration, ServiceEntry, Tables};
+use crate::backend::registry::{BadRow, NodeEntry, Refusal, Registration, ServiceEntry, Tables};
 pub use client::EtcdClient;
 use client::{Compare, KeyValue};
 
@@ -34,15 +34,9 @@ pub enum EtcdError {
     /// A response that is not the JSON expected.
     #[error("etcd sent something unexpected: {0}")]
     Decode(String),
-    /// `db register` with an ID that is stored already.
-    #[error("service ID {0:?} is registered already; deregister it first or choose another --id")]
-    DuplicateId(String),
-    /// `db deregister` or `db set-health` of an ID not stored.
-    #[error("no service with ID {0:?} is registered")]
-    UnknownId(String),
-    /// `db register --node N` without `--address` for a node not stored.
-    #[error("node {0:?} is not registered; give --address to create it")]
-    UnknownNode(String),
+    /// The store's content refuses the command.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The key changed while it was being updated, several times in a row.
     #[error("service {0:?} kept changing while it was updated; try again")]
     Contended(String),
@@ -151,7 +145,7 @@ impl EtcdStore {
                         .map_err(|e| EtcdError::Decode(format!("node {node:?} holds no node object: {e}")))?;
                     registration = registration.for_existing_node(&stored.address);
                 }
-                None if registration.node.is_none() => return Err(EtcdError::UnknownNode(node)),
+                None if registration.node.is_none() => return Err(Refusal::UnknownNode(node).into()),
                 None => {}
             }
         }
@@ -166,7 +160,7 @@ impl EtcdStore {
             return Ok(registration);
         }
         if self.client.get(&self.service_key(&id)).await?.is_some() {
-            Err(EtcdError::DuplicateId(id))
+            Err(Refusal::DuplicateId(id).into())
         } else {
             Err(EtcdError::Contended(id)) // the node appeared meanwhile
         }
@@ -174,14 +168,18 @@ impl EtcdStore {
 
     /// Removes one instance (its node stays).
     pub async fn deregister(&self, id: &str) -> Result<(), EtcdError> {
-        if self.client.delete(&self.service_key(id)).await? { Ok(()) } else { Err(EtcdError::UnknownId(id.to_owned())) }
+        if self.client.delete(&self.service_key(id)).await? {
+            Ok(())
+        } else {
+            Err(Refusal::UnknownId(id.to_owned()).into())
+        }
     }
 
     /// Sets one instance's health: read, change, write back if nobody wrote in between.
     pub async fn set_health(&self, id: &str, health: &str) -> Result<(), EtcdError> {
         let key = self.service_key(id);
         for _ in 0..5 {
-            let kv = self.client.get(&key).await?.ok_or_else(|| EtcdError::UnknownId(id.to_owned()))?;
+            let kv = self.client.get(&key).await?.ok_or_else(|| EtcdError::from(Refusal::UnknownId(id.to_owned())))?;
             let mut service: ServiceEntry = serde_json::from_slice(&kv.value)
                 .map_err(|e| EtcdError::Decode(format!("service {id:?} holds no service object: {e}")))?;
             service.health = health.to_owned();

@@ -11,10 +11,25 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::catalog::model::{
     Address, CatalogData, Health, Instance, Node, TaggedAddresses, Weights, is_dns_label, is_dns_name, lower,
 };
+
+/// A `db` command the store's content refuses, the same for every store: nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    /// `db register` with an ID that is stored already.
+    #[error("service ID {0:?} is registered already; deregister it first or choose another --id")]
+    DuplicateId(String),
+    /// `db deregister` or `db set-health` of an ID that is not stored.
+    #[error("no service with ID {0:?} is registered")]
+    UnknownId(String),
+    /// `db register --node N` for a node not stored, without `--address` to create it.
+    #[error("node {0:?} is not registered; give --address to create it")]
+    UnknownNode(String),
+}
 
 /// One node as stored: the JSON of a static catalog `[[nodes]]` entry, plus its datacenter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

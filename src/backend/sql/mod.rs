@@ -10,6 +10,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::backend::failure::Failure;
+use crate::backend::registry::Refusal;
 use crate::config::database::DatabaseUrl;
 pub use store::SqlStore;
 
@@ -51,15 +52,9 @@ pub enum SqlError {
         /// The server's message.
         error: String,
     },
-    /// `db register` with an ID that is stored already.
-    #[error("service ID {0:?} is registered already; deregister it first or choose another --id")]
-    DuplicateId(String),
-    /// `db deregister` or `db set-health` of an ID that is not stored.
-    #[error("no service with ID {0:?} is registered")]
-    UnknownId(String),
-    /// `db register --node N` for a node not stored, without `--address` to create it.
-    #[error("node {0:?} is not registered; give --address to create it")]
-    UnknownNode(String),
+    /// The store's content refuses the command.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl SqlError {

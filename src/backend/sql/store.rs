@@ -11,7 +11,7 @@ use sqlx::{AnyPool, Row};
 
 use super::SqlError;
 use super::schema::{MIGRATIONS, migrations_table, placeholders};
-use crate::backend::registry::{BadRow, EntryWeights, NodeEntry, Registration, ServiceEntry, Tables};
+use crate::backend::registry::{BadRow, EntryWeights, NodeEntry, Refusal, Registration, ServiceEntry, Tables};
 use crate::config::database::{DatabaseUrl, Dialect};
 
 /// Most connections the daemon or a `db` command opens: the probe, a read, one spare.
@@ -199,7 +199,7 @@ impl SqlStore {
             .map_err(SqlError::missing_tables)?
             .is_some()
         {
-            return Err(SqlError::DuplicateId(id));
+            return Err(Refusal::DuplicateId(id).into());
         }
         let mut registration = registration;
         if let Some(node) = registration.service.node.clone() {
@@ -209,7 +209,7 @@ impl SqlStore {
                     let address: String = row.try_get(0).map_err(SqlError::query)?;
                     registration = registration.for_existing_node(&address);
                 }
-                None if registration.node.is_none() => return Err(SqlError::UnknownNode(node)),
+                None if registration.node.is_none() => return Err(Refusal::UnknownNode(node).into()),
                 None => {}
             }
         }
@@ -247,7 +247,7 @@ impl SqlStore {
         let delete = self.sql("DELETE FROM services WHERE id = ?");
         let done =
             self.timed(sqlx::query(&delete).bind(id).execute(&self.pool)).await.map_err(SqlError::missing_tables)?;
-        if done.rows_affected() == 0 { Err(SqlError::UnknownId(id.to_owned())) } else { Ok(()) }
+        if done.rows_affected() == 0 { Err(Refusal::UnknownId(id.to_owned()).into()) } else { Ok(()) }
     }
 
     /// Sets one instance's health (`passing`, `warning`, `critical`).
@@ -259,7 +259,7 @@ impl SqlStore {
             // MySQL counts only rows that changed: tell "same value" from "no such ID".
             let exists = self.sql("SELECT id FROM services WHERE id = ?");
             if self.timed(sqlx::query(&exists).bind(id).fetch_optional(&self.pool)).await?.is_none() {
-                return Err(SqlError::UnknownId(id.to_owned()));
+                return Err(Refusal::UnknownId(id.to_owned()).into());
             }
         }
         Ok(())

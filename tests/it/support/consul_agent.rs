@@ -222,7 +222,6 @@ impl Agent {
         }
     }
 
-    /// Starts it again on the same ports, with an empty catalog.
     /// Starts it again on the same HTTP port, with an empty catalog. Should one of its other
     /// ports have been taken while it was down, those are chosen afresh (ten tries).
     pub fn restart(&mut self) {
