@@ -163,7 +163,9 @@ impl Daemon {
         };
         let current = &self.config;
         if next.listen != current.listen || next.udp_workers != current.udp_workers || next.http != current.http {
-            warn!(?next.listen, ?next.http, "Listen addresses and workers change only on restart.");
+            let listen: Vec<String> = next.listen.iter().map(ToString::to_string).collect();
+            let http = next.http.map_or_else(|| "off".to_owned(), |a| a.to_string());
+            warn!(?listen, %http, "Listen addresses and workers change only on restart.");
         }
         if next.log_level != current.log_level || next.log_format != current.log_format {
             warn!(next.log_level, "Log level and format change only on restart.");
@@ -198,7 +200,7 @@ fn dns_settings(config: &Config, previous: Option<&Settings>) -> Settings {
         info!(
             recursors = ?recursion.upstreams,
             from = ?config.resolv_conf().map_or_else(|| "configuration".into(), |p| p.display().to_string()),
-            strategy = ?recursion.strategy,
+            strategy = recursion.strategy.label(),
             timeout_ms = recursion.timeout.as_millis() as u64,
             ?allow_recursion,
             "Recursion on for names outside the domain."

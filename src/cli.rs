@@ -31,6 +31,11 @@ pub struct Cli {
     #[arg(long)]
     pub check_config: bool,
 
+    /// Print every setting in effect with where it came from (flag, environment, file:line,
+    /// default), secrets as ***, and exit
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Daemon settings.
     #[command(flatten)]
     pub settings: Layer,

@@ -32,13 +32,19 @@ fn main() -> ExitCode {
     if let Some(Command::Db(args)) = &cli.command {
         return db(&cli, args);
     }
-    let config = match config::load(cli.config.as_deref(), cli.settings.clone(), &env) {
-        Ok(config) => config,
+    let (config, explained) = match config::load_explained(cli.config.as_deref(), cli.settings.clone(), &env) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("consul-dns: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
+    let env_warnings = config::origin::unknown_env_vars(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()));
+    if cli.print_config {
+        env_warnings.iter().for_each(|w| eprintln!("consul-dns: warning: {w}"));
+        say(explained.render().trim_end());
+        return ExitCode::SUCCESS;
+    }
     match &cli.command {
         Some(Command::Healthcheck { addr, name, timeout_ms }) => {
             return health(&config, addr.as_deref(), name.as_deref(), Duration::from_millis(*timeout_ms));
@@ -53,11 +59,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if cli.check_config {
+        env_warnings.iter().for_each(|w| eprintln!("consul-dns: warning: {w}"));
         return check_config(&config);
     }
     if let Err(e) = telemetry::init(&config.log_level, config.log_format) {
         eprintln!("consul-dns: {e}");
         return ExitCode::from(2);
+    }
+    for warning in &env_warnings {
+        tracing::warn!("{warning}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

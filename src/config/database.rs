@@ -73,6 +73,18 @@ impl DatabaseUrl {
         }
     }
 
+    /// The same URL with a relative SQLite path taken below `base` (a config file's
+    /// directory); server URLs, absolute paths and `:memory:` are kept as they are.
+    pub fn rebased(&self, base: &std::path::Path) -> DatabaseUrl {
+        let Some(path) = self.sqlite_path().filter(|p| !p.is_empty() && !p.starts_with('/') && !p.starts_with(':'))
+        else {
+            return self.clone();
+        };
+        let query = self.url.split_once('?').map_or(String::new(), |(_, q)| format!("?{q}"));
+        let url = format!("sqlite://{}{query}", base.join(path).display());
+        DatabaseUrl { dialect: self.dialect, url: url.clone(), shown: url }
+    }
+
     /// The SQLite file's path (`None` for a server URL).
     pub fn sqlite_path(&self) -> Option<&str> {
         match self.dialect {

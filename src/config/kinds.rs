@@ -155,6 +155,16 @@ pub enum Strategy {
     Random,
 }
 
+impl Strategy {
+    /// The name the configuration uses (`sequential`, `random`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Strategy::Sequential => "sequential",
+            Strategy::Random => "random",
+        }
+    }
+}
+
 impl FromStr for Strategy {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {

@@ -2,7 +2,7 @@
 //! unknown keys rejected) and the environment (`CONSUL_DNS_<KEY>`); layers are merged with
 //! [`Layer::overlay`] as file < environment < flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Deserialize;
@@ -10,7 +10,10 @@ use serde::Deserialize;
 use super::database::{DatabaseUrl, EtcdEndpoint};
 use super::kinds::{Cidr, DomainName, LogFormat, Sample, Strategy};
 use super::source::SourceKind;
-use super::value::{Bounded, ConsulAddr, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl};
+use super::value::{
+    Bounded, ConsulAddr, ConsulWait, HttpAddr, Label, ListenAddr, Millis, Recursor, Secret, Secs, ServiceTtl,
+    one_or_many,
+};
 
 /// Prefix of every environment variable we read (besides Consul's own `CONSUL_HTTP_*`).
 pub const ENV_PREFIX: &str = "CONSUL_DNS_";
@@ -42,6 +45,12 @@ macro_rules! keys {
                 Ok(())
             }
 
+            /// Every key with its value as a person reads it (secrets as `***`); `None` = not
+            /// given here.
+            pub fn shown(&self) -> Vec<(&'static str, Option<String>)> {
+                vec![$( ($key, self.$field.as_ref().map(super::show::Show::show)), )*]
+            }
+
             /// Each key of `top` wins where it is set.
             fn overlay_keys(self, top: Layer) -> Layer {
                 Layer { $( $field: top.$field.or(self.$field), )* }
@@ -54,6 +63,7 @@ keys! {
     /// Address to answer DNS on, UDP and TCP; repeatable, IPv6 as [::1]:8600
     /// [default: 127.0.0.1:8600]
     #[arg(long, value_name = "ADDR")]
+    #[serde(default, deserialize_with = "one_or_many")]
     listen: Vec<ListenAddr> = "listen" by parse_list,
 
     /// Static catalog file, TOML or JSON (.json), or `builtin` for the example built into the
@@ -129,6 +139,7 @@ keys! {
     /// turns recursion off (REFUSED outside the domain) [default: the nameservers of
     /// resolv_conf]
     #[arg(long, value_name = "ADDR")]
+    #[serde(default, deserialize_with = "one_or_many")]
     recursor: Vec<Recursor> = "recursor" by parse_list,
 
     /// Time one recursor has to answer, e.g. 2s or 500ms [default: 2s]
@@ -148,11 +159,13 @@ keys! {
     /// Network (CIDR or address) whose clients may recurse, repeatable; others get REFUSED
     /// outside the domain [default: loopback and the networks of this host's interfaces]
     #[arg(long, value_name = "CIDR")]
+    #[serde(default, deserialize_with = "one_or_many")]
     allow_recursion: Vec<Cidr> = "allow_recursion" by parse_list,
 
     /// Network (CIDR or address) whose clients are answered at all, repeatable; others get
     /// REFUSED for every question [default: any]
     #[arg(long, value_name = "CIDR")]
+    #[serde(default, deserialize_with = "one_or_many")]
     allow_query: Vec<Cidr> = "allow_query" by parse_list,
 
     /// The live catalog source, `static`, `consul`, `database` or `etcd` [default: the one
@@ -189,10 +202,11 @@ keys! {
 
     /// How long Consul may hold a blocking query, e.g. 5m (at most 10m) [default: 5m]
     #[arg(long, value_name = "DURATION")]
-    consul_wait: Millis = "consul_wait" by parse,
+    consul_wait: ConsulWait = "consul_wait" by parse,
 
     /// Datacenters to serve from Consul, repeatable [default: every one Consul lists]
     #[arg(long, value_name = "DC")]
+    #[serde(default, deserialize_with = "one_or_many")]
     datacenters: Vec<Label> = "datacenters" by parse_list,
 
     /// Answer remote datacenters with their WAN addresses, as Consul's translate_wan_addrs
@@ -221,6 +235,7 @@ keys! {
 
     /// etcd endpoint holding the catalog, http://host:port, repeatable [default: none]
     #[arg(long, value_name = "URL")]
+    #[serde(default, deserialize_with = "one_or_many")]
     etcd: Vec<EtcdEndpoint> = "etcd" by parse_list,
 
     /// Key prefix of the catalog in etcd [default: /consul-dns/]
@@ -285,6 +300,26 @@ impl Layer {
             }
         }
         Ok(layer)
+    }
+
+    /// Relative paths taken below `base` (the directory of the config file that gave them):
+    /// `static` (except `builtin`), `resolv_conf`, `consul_token_file`, `consul_ca_cert`,
+    /// `state_dir` and an SQLite `database_url`.
+    pub fn rebase(mut self, base: &Path) -> Layer {
+        let join = |path: &mut Option<PathBuf>| {
+            if let Some(p) = path.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        };
+        if self.static_catalog.as_deref().and_then(Path::to_str) != Some(super::source::BUILTIN) {
+            join(&mut self.static_catalog);
+        }
+        for path in [&mut self.resolv_conf, &mut self.consul_token_file, &mut self.consul_ca_cert, &mut self.state_dir]
+        {
+            join(path);
+        }
+        self.database_url = self.database_url.map(|url| url.rebased(base));
+        self
     }
 
     /// `top` wins wherever it sets a value. A `service_ttl` table below a single duration on

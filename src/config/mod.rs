@@ -5,6 +5,8 @@
 pub mod database;
 pub mod kinds;
 pub mod layer;
+pub mod origin;
+pub mod show;
 pub mod source;
 pub mod ttl;
 pub mod value;
@@ -96,6 +98,16 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A value that is fine alone but not with others, at the place it was given.
+    #[error("{place}: {key}: {message}")]
+    InvalidAt {
+        /// `path:line`, `environment variable …` or `flag --…`.
+        place: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// Values that are fine alone but not together.
     #[error("{key}: {message}")]
     Invalid {
@@ -110,11 +122,12 @@ impl ConfigError {
     /// A TOML error located in `text` (shared with the static catalog loader).
     pub fn from_toml(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
         let (line, column, line_text) = locate(text, error.span().map_or(0, |s| s.start));
+        let message = error.message().trim();
         ConfigError::Parse {
             path: path.to_owned(),
             line,
             column,
-            message: error.message().trim().to_owned(),
+            message: origin::unknown_key_sentence(message).unwrap_or_else(|| message.to_owned()),
             line_text,
         }
     }
@@ -203,19 +216,63 @@ pub fn load(
     flags: Layer,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let from_env = env(ENV_CONFIG).map(PathBuf::from);
-    let file = match config_file.map(Path::to_path_buf).or(from_env) {
-        Some(path) => read_file(&path)?,
-        None => Layer::default(),
-    };
-    let env_layer = Layer::from_env(env).map_err(|(var, message)| ConfigError::Env { var, message })?;
-    resolve_with(file.overlay(env_layer).overlay(flags), &ConsulEnv::read(env))
+    load_explained(config_file, flags, env).map(|(config, _)| config)
 }
 
-/// Parses a config file.
+/// The merged settings and where each came from, for `--print-config`.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// Every layer merged (flags > environment > file).
+    pub merged: Layer,
+    /// Where each key came from.
+    pub origins: origin::Origins,
+}
+
+impl Explained {
+    /// One line per key: the value (secrets as `***`) and where it came from.
+    pub fn render(&self) -> String {
+        origin::render(&self.merged, &self.origins)
+    }
+}
+
+/// [`load`], also saying where every setting came from. An error about a key that is fine
+/// alone but not with another names the place the key was given (file and line, variable,
+/// or flag).
+pub fn load_explained(
+    config_file: Option<&Path>,
+    flags: Layer,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Explained), ConfigError> {
+    let path = config_file.map(Path::to_path_buf).or_else(|| env(ENV_CONFIG).map(PathBuf::from));
+    let path = path.map(|p| std::path::absolute(&p).unwrap_or(p));
+    let (file, lines) = match &path {
+        Some(path) => read_file_lines(path)?,
+        None => (Layer::default(), Default::default()),
+    };
+    let env_layer = Layer::from_env(env).map_err(|(var, message)| ConfigError::Env { var, message })?;
+    let origins = origin::Origins::new((&file, path.as_deref(), &lines), &env_layer, &flags);
+    let merged = file.overlay(env_layer).overlay(flags);
+    let config = resolve_with(merged.clone(), &ConsulEnv::read(env)).map_err(|e| match e {
+        ConfigError::Invalid { key, message } => match origins.of(key) {
+            origin::Origin::Default => ConfigError::Invalid { key, message },
+            place => ConfigError::InvalidAt { place: place.to_string(), key, message },
+        },
+        other => other,
+    })?;
+    Ok((config, Explained { merged, origins }))
+}
+
+/// Parses a config file; relative paths in it are taken below its directory.
 pub fn read_file(path: &Path) -> Result<Layer, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::from_toml(path, &text, &e))
+    read_file_lines(path).map(|(layer, _)| layer)
+}
+
+fn read_file_lines(path: &Path) -> Result<(Layer, std::collections::HashMap<String, usize>), ConfigError> {
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let layer: Layer = toml::from_str(&text).map_err(|e| ConfigError::from_toml(path, &text, &e))?;
+    let base = shown.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    Ok((layer.rebase(&base), origin::key_lines(&text)))
 }
 
 /// Applies defaults and cross-field checks, without Consul's environment variables.
@@ -302,7 +359,7 @@ pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, Conf
     })
 }
 
-fn default_workers() -> usize {
+pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

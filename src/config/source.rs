@@ -16,8 +16,6 @@ use super::{ConfigError, ConsulEnv};
 pub const DEFAULT_CONSUL_MAX_CONNS: u32 = 32;
 /// Blocking wait by default (Consul's own default).
 pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(300);
-/// Consul's cap on `wait` (H3.3).
-pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
 /// The Consul address with `source = consul` and no address anywhere.
 pub const DEFAULT_CONSUL_ADDR: &str = "http://127.0.0.1:8500";
 /// The value of `static` that names the example catalog built into the binary.
@@ -246,9 +244,6 @@ fn consul_settings(layer: &Layer, env: &ConsulEnv) -> Result<ConsulSettings, Con
         (None, None, None, None) => None,
     };
     let wait = layer.consul_wait.map_or(DEFAULT_CONSUL_WAIT, |w| w.0);
-    if wait.is_zero() || wait > MAX_CONSUL_WAIT {
-        return Err(ConfigError::Invalid { key: "consul_wait", message: "must be above 0 and at most 10m".into() });
-    }
     Ok(ConsulSettings {
         address: address.url(env.ssl),
         token: token.filter(|t| !t.expose().is_empty()),

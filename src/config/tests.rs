@@ -18,10 +18,10 @@ fn write(text: &str) -> tempfile::NamedTempFile {
 fn shipped_daemon_config_parses() {
     let config = load(Some(Path::new("config/consul-dns.toml")), Layer::default(), &no_env).unwrap();
     assert_eq!(config.listen, ["127.0.0.1:8600".parse().unwrap()]);
-    assert_eq!(config.service_ttl.lookup("order"), 10);
-    assert_eq!(config.service_ttl.lookup("payments"), 2);
+    assert_eq!(config.service_ttl.lookup("order"), 5, "the table is an example, commented out");
     assert_eq!(config.service_ttl.lookup("user"), 5);
-    assert_eq!(config.sources.static_catalog, Some(CatalogSource::File("config/services.toml".into())));
+    let catalog = std::path::absolute("config/services.toml").unwrap();
+    assert_eq!(config.sources.static_catalog, Some(CatalogSource::File(catalog)), "next to the file");
 }
 
 /// `layer` with the example catalog unless it names a catalog.
@@ -64,7 +64,7 @@ fn bad_values_name_their_line() {
         ("datacenter = \"dc 1\"\n", 1, "invalid name"),
         ("domain = \"a..b\"\n", 1, "invalid domain"),
         ("only_passing = \"yes\"\n", 1, ""),
-        ("[service_ttl]\n\"db*\" = \"x\"\n", 1, "expected a duration"),
+        ("[service_ttl]\n\"db*\" = \"x\"\n", 2, "invalid duration \"x\""),
     ];
     for (text, want_line, want_message) in cases {
         let file = write(text);
@@ -352,8 +352,7 @@ fn consul_backend_from_flags_our_env_and_consuls_env() {
     let flags = Layer { consul: Some("127.0.0.1:8500".parse().unwrap()), ..Layer::default() };
     let err = load(None, flags.clone(), &missing).unwrap_err();
     assert!(err.to_string().contains("CONSUL_HTTP_TOKEN_FILE"), "{err}");
-    let long = Layer { consul_wait: Some(value::Millis(Duration::from_secs(3600))), ..flags };
-    assert!(load(None, long, &no_env).unwrap_err().to_string().contains("consul_wait"));
+    assert!("1h".parse::<value::ConsulWait>().unwrap_err().contains("consul_wait"));
     let unix = |k: &str| (k == "CONSUL_HTTP_ADDR").then(|| "unix:///run/consul.sock".to_owned());
     let explicit = Layer { source: Some(source::SourceKind::Consul), ..Layer::default() };
     assert!(load(None, explicit, &unix).unwrap_err().to_string().contains("unix"));
@@ -386,4 +385,127 @@ fn database_and_etcd_sources_resolve_and_exclude_each_other() {
     assert!(resolve(asked).unwrap_err().to_string().contains("no database_url"));
     let zero = Layer { db_poll_interval: Some(value::Millis(Duration::ZERO)), ..Layer::default() };
     assert!(resolve(zero).unwrap_err().to_string().contains("db_poll_interval"));
+}
+
+/// Finding: config errors without a place, or in Rust's words. Every bad file here must fail
+/// at the line of the bad key (not the table header) with a sentence, and no message may show
+/// a Rust type or variant name.
+#[test]
+fn bad_configs_name_file_line_and_key_in_plain_words() {
+    let cases: [(&str, usize, &str); 12] = [
+        (
+            "source = \"static\"\nconsul_wait = \"20m\"\n",
+            2,
+            "consul_wait \"20m\" is out of range: it must be above 0 and at most 10m",
+        ),
+        ("consul_wait = 0\n", 1, "it must be above 0 and at most 10m"),
+        (
+            "[service_ttl]\n\"*\" = \"5s\"\n\"db\" = \"1500ms\"\n",
+            3,
+            "invalid duration \"1500ms\": DNS TTLs are whole seconds",
+        ),
+        ("node_ttl = \"1500ms\"\n", 1, "DNS TTLs are whole seconds"),
+        ("node_ttl = 1.5\n", 1, "invalid duration 1.5: DNS TTLs are whole seconds"),
+        ("\nnegative_ttl = 4294967296\n", 2, "4294967296 is too long: the most is 2147483647 seconds"),
+        ("[service_ttl]\n\"web\" = \"600000h\"\n", 2, "is too long: the most is 2147483647 seconds"),
+        ("udp_answer_limit = \"lots\"\n", 1, "invalid number \"lots\": expected a whole number from 0 to 65535"),
+        ("max_udp_size = 100\n", 1, "100 is out of range: expected a whole number from 512 to 65535"),
+        ("listen = 53\n", 1, "expected a string or a list of strings"),
+        ("listen = [\"127.0.0.1:53\", \"nowhere\"]\n", 1, "invalid address \"nowhere\""),
+        ("domain = \"consul.\"\nnode_tll = \"5s\"\n", 2, "unknown key `node_tll`; did you mean `node_ttl`?"),
+    ];
+    let rust_words =
+        ["expected i64", "expected u32", "expected a sequence", "Some(", "File(", "Embedded", "Sequential", "untagged"];
+    for (text, want_line, want) in cases {
+        let file = write(text);
+        let err = load(Some(file.path()), builtin(), &no_env).unwrap_err();
+        let shown = err.to_string();
+        let place = format!("{}:{want_line}:", file.path().display());
+        assert!(shown.starts_with(&place), "{text:?} must fail at {place}\n{shown}");
+        assert!(shown.contains(want), "{text:?}: wanted {want:?}\n{shown}");
+        for word in rust_words {
+            assert!(!shown.contains(word), "{text:?}: Rust words {word:?} in\n{shown}");
+        }
+    }
+
+    // Keys that are fine alone but not together name where they were given.
+    let file = write("# a comment\n\nalt_domain = \"consul.\"\n");
+    let err = load(Some(file.path()), builtin(), &no_env).unwrap_err().to_string();
+    assert_eq!(err, format!("{}:3: alt_domain: must differ from domain", file.path().display()));
+    let env = |k: &str| (k == "CONSUL_DNS_ALT_DOMAIN").then(|| "consul".to_owned());
+    let err = load(None, builtin(), &env).unwrap_err().to_string();
+    assert_eq!(err, "environment variable CONSUL_DNS_ALT_DOMAIN: alt_domain: must differ from domain");
+    let flags = Layer { alt_domain: DomainName::new("consul"), ..builtin() };
+    assert_eq!(
+        load(None, flags, &no_env).unwrap_err().to_string(),
+        "flag --alt-domain: alt_domain: must differ from domain"
+    );
+}
+
+#[test]
+fn a_list_key_takes_one_string_too() {
+    let file = write("listen = \"127.0.0.1:53\"\nrecursor = \"10.0.0.2\"\nallow_query = \"10.0.0.0/8\"\n");
+    let config = load(Some(file.path()), builtin(), &no_env).unwrap();
+    assert_eq!(config.listen, ["127.0.0.1:53".parse().unwrap()]);
+    assert_eq!(config.recursors, Recursors::Listed(vec!["10.0.0.2:53".parse().unwrap()]));
+    assert_eq!(config.allow_query, ["10.0.0.0/8".parse().unwrap()]);
+}
+
+/// Finding: relative paths in a config file resolved against the working directory. They are
+/// taken from the file's directory; flags and environment stay relative to the working one.
+#[test]
+fn relative_paths_in_a_file_resolve_against_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("etc");
+    std::fs::create_dir(&sub).unwrap();
+    let file = sub.join("consul-dns.toml");
+    std::fs::write(
+        &file,
+        "static = \"catalog/services.toml\"\nresolv_conf = \"resolv.conf\"\nstate_dir = \"../state\"\n\
+         consul_ca_cert = \"ca.pem\"\nsource = \"static\"\n",
+    )
+    .unwrap();
+    let config = load(Some(&file), Layer::default(), &no_env).unwrap();
+    assert_eq!(config.sources.static_catalog, Some(CatalogSource::File(sub.join("catalog/services.toml"))));
+    assert_eq!(config.resolv_conf(), Some(sub.join("resolv.conf").as_path()));
+    assert_eq!(config.state_dir, Some(sub.join("../state")));
+    let layer = read_file(&file).unwrap();
+    assert_eq!(layer.consul_ca_cert, Some(sub.join("ca.pem")));
+
+    std::fs::write(&file, "database_url = \"sqlite://db/catalog.db?mode=rwc\"\n").unwrap();
+    let layer = read_file(&file).unwrap();
+    let url = layer.database_url.unwrap();
+    assert_eq!(url.sqlite_path(), Some(sub.join("db/catalog.db").to_str().unwrap()));
+    assert!(url.expose().ends_with("?mode=rwc"), "{}", url.expose());
+    std::fs::write(&file, "database_url = \"sqlite:///abs/catalog.db\"\nstatic = \"builtin\"\n").unwrap();
+    let layer = read_file(&file).unwrap();
+    assert_eq!(layer.database_url.unwrap().sqlite_path(), Some("/abs/catalog.db"));
+    assert_eq!(layer.static_catalog, Some("builtin".into()), "builtin is no path");
+
+    let flags = Layer { static_catalog: Some("mine.toml".into()), ..Layer::default() };
+    let config = load(Some(&file), flags, &no_env).unwrap();
+    assert_eq!(config.sources.static_catalog, Some(CatalogSource::File("mine.toml".into())), "a flag: as given");
+
+    let missing = dir.path().join("nowhere.toml");
+    let err = load(Some(&missing), Layer::default(), &no_env).unwrap_err().to_string();
+    assert!(err.contains(&format!("cannot read config file {}", missing.display())), "{err}");
+}
+
+#[test]
+fn print_config_says_where_each_value_came_from() {
+    let file = write("# c\nnode_ttl = \"7s\"\nconsul_token = \"s3cr3t\"\nconsul = \"127.0.0.1:8500\"\n");
+    let env = |k: &str| (k == "CONSUL_DNS_DOMAIN").then(|| "example.".to_owned());
+    let flags = Layer { udp_answer_limit: Some(value::Bounded(9)), ..builtin() };
+    let (_, explained) = load_explained(Some(file.path()), flags, &env).unwrap();
+    let text = explained.render();
+    let path = file.path().display();
+    assert!(text.contains(&format!("node_ttl = \"7s\"  # {path}:2\n")), "{text}");
+    assert!(text.contains(&format!("consul_token = \"***\"  # {path}:3\n")), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("domain = \"example.\"  # environment variable CONSUL_DNS_DOMAIN\n"), "{text}");
+    assert!(text.contains("udp_answer_limit = 9  # flag --udp-answer-limit\n"), "{text}");
+    assert!(text.contains("static = \"builtin\"  # flag --static\n"), "{text}");
+    assert!(text.contains("negative_ttl = \"5s\"  # default\n"), "{text}");
+    assert!(text.contains("# max_stale is not set  # default: no limit\n"), "{text}");
+    assert_eq!(text.lines().count(), KEYS.len(), "one line per key:\n{text}");
 }

@@ -31,18 +31,35 @@ impl FromStr for ListenAddr {
     }
 }
 
-/// A duration in whole seconds: `30`, `"30"`, `"30s"`, `"5m"`, `"1h30m"`, `"1500ms"` (Go
-/// duration syntax as Consul uses it, truncated to seconds, S6.6).
+/// The longest TTL (and duration in whole seconds) accepted: 2^31-1 seconds, the largest TTL
+/// RFC 2181 §8 allows (about 68 years).
+pub const MAX_SECS: u32 = i32::MAX as u32;
+
+/// A duration in whole seconds: `30`, `"30"`, `"30s"`, `"5m"`, `"1h30m"` (Go duration syntax
+/// as Consul uses it, S6.6). DNS TTLs are whole seconds, so `"1500ms"` is an error rather than
+/// a silent 1 s, and so is anything above [`MAX_SECS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Secs(pub u32);
+
+impl Secs {
+    fn checked(secs: u64, text: &dyn fmt::Display) -> Result<Secs, String> {
+        u32::try_from(secs).ok().filter(|s| *s <= MAX_SECS).map(Secs).ok_or_else(|| {
+            format!("{text} is too long: the most is {MAX_SECS} seconds (about 68 years, the largest DNS TTL)")
+        })
+    }
+}
 
 impl FromStr for Secs {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        parse_duration_ms(text.trim())
-            .and_then(|ms| u32::try_from(ms / 1000).ok())
-            .map(Secs)
-            .ok_or_else(|| format!("invalid duration {text:?}: expected seconds or e.g. \"5s\", \"1m30s\", \"1h\""))
+        let trimmed = text.trim();
+        let ms = parse_duration_ms(trimmed).ok_or_else(|| {
+            format!("invalid duration {text:?}: expected whole seconds or e.g. \"5s\", \"1m30s\", \"1h\"")
+        })?;
+        if ms % 1000 != 0 {
+            return Err(format!("invalid duration {text:?}: DNS TTLs are whole seconds; write e.g. \"1s\" or \"2s\""));
+        }
+        Secs::checked(ms / 1000, &format_args!("{trimmed:?}"))
     }
 }
 
@@ -79,13 +96,17 @@ struct SecsVisitor;
 impl Visitor<'_> for SecsVisitor {
     type Value = Secs;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a duration: seconds, or a string like \"5s\" or \"1m\"")
+        f.write_str("a duration: whole seconds, or a string like \"5s\" or \"1m\"")
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
-        u32::try_from(v).map(Secs).map_err(|_| E::custom(format!("duration {v} is out of range")))
+        let secs = u64::try_from(v).map_err(|_| E::custom(format!("invalid duration {v}: must not be negative")))?;
+        Secs::checked(secs, &v).map_err(E::custom)
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secs, E> {
-        u32::try_from(v).map(Secs).map_err(|_| E::custom(format!("duration {v} is out of range")))
+        Secs::checked(v, &v).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs, E> {
+        Err(E::custom(format!("invalid duration {v}: DNS TTLs are whole seconds; write e.g. \"1s\"")))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Secs, E> {
         v.parse().map_err(E::custom)
@@ -115,22 +136,108 @@ impl FromStr for ServiceTtl {
     }
 }
 
+/// Reads `service_ttl` entry by entry, so that a bad entry's error points at that entry's line,
+/// not at the table.
+struct ServiceTtlVisitor;
+
+impl<'de> Visitor<'de> for ServiceTtlVisitor {
+    type Value = ServiceTtl;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration (\"5s\") or a table of service name patterns to durations ({ \"*\" = \"5s\", \"db*\" = \"30s\" })")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ServiceTtl, E> {
+        SecsVisitor.visit_i64(v).map(ServiceTtl::All)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ServiceTtl, E> {
+        SecsVisitor.visit_u64(v).map(ServiceTtl::All)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ServiceTtl, E> {
+        SecsVisitor.visit_f64(v).map(ServiceTtl::All)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ServiceTtl, E> {
+        SecsVisitor.visit_str(v).map(ServiceTtl::All)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ServiceTtl, A::Error> {
+        let mut table = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let secs: Secs = map.next_value()?;
+            table.insert(key, secs);
+        }
+        Ok(ServiceTtl::Table(table))
+    }
+}
+
 impl<'de> Deserialize<'de> for ServiceTtl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ServiceTtlVisitor)
+    }
+}
+
+/// How long Consul may hold a blocking query: above 0 and at most 10 minutes, Consul's own
+/// cap (H3.3). Checked where it is read, whatever the source, so a file error has its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsulWait(pub Duration);
+
+/// Consul's cap on a blocking query's `wait` (H3.3).
+pub const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
+
+impl ConsulWait {
+    fn checked(wait: Duration, text: &dyn fmt::Display) -> Result<ConsulWait, String> {
+        if wait.is_zero() || wait > MAX_CONSUL_WAIT {
+            return Err(format!(
+                "consul_wait {text} is out of range: it must be above 0 and at most 10m, Consul's cap"
+            ));
+        }
+        Ok(ConsulWait(wait))
+    }
+}
+
+impl FromStr for ConsulWait {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let Millis(wait) = text.parse()?;
+        ConsulWait::checked(wait, &format_args!("{:?}", text.trim()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ConsulWait {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Shape {
-            All(Secs),
-            Table(BTreeMap<String, Secs>),
+            Secs(u64),
+            Text(String),
         }
         match Shape::deserialize(d) {
-            Ok(Shape::All(secs)) => Ok(ServiceTtl::All(secs)),
-            Ok(Shape::Table(table)) => Ok(ServiceTtl::Table(table)),
-            Err(_) => Err(de::Error::custom(
-                "expected a duration (\"5s\") or a table of service name patterns to durations ({ \"*\" = \"5s\", \"db*\" = \"30s\" })",
-            )),
+            Ok(Shape::Secs(secs)) => ConsulWait::checked(Duration::from_secs(secs), &secs).map_err(de::Error::custom),
+            Ok(Shape::Text(text)) => text.parse().map_err(de::Error::custom),
+            Err(_) => Err(de::Error::custom("expected a duration: seconds, or a string like \"5m\"")),
         }
     }
+}
+
+/// A list key in the file: a list, or one value alone (`listen = "127.0.0.1:53"`). The items
+/// are strings; each item's error points at that item.
+pub fn one_or_many<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<T>>, D::Error> {
+    struct OneOrMany<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrMany<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<T>, E> {
+            use serde::de::IntoDeserializer;
+            T::deserialize(v.into_deserializer()).map(|one| vec![one])
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut list = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                list.push(item);
+            }
+            Ok(list)
+        }
+    }
+    d.deserialize_any(OneOrMany(std::marker::PhantomData)).map(Some)
 }
 
 #[cfg(test)]
@@ -139,11 +246,12 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (text, secs) in [("0", 0), ("30", 30), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("1500ms", 1), ("0s", 0)]
+        for (text, secs) in [("0", 0), ("30", 30), ("30s", 30), ("5m", 300), ("1h30m", 5400), ("2000ms", 2), ("0s", 0)]
         {
             assert_eq!(text.parse::<Secs>(), Ok(Secs(secs)), "{text}");
         }
-        for bad in ["", "5x", "s", "-1", "1.5s", "99999999999h"] {
+        assert_eq!("2147483647".parse::<Secs>(), Ok(Secs(MAX_SECS)));
+        for bad in ["", "5x", "s", "-1", "1.5s", "99999999999h", "1500ms", "2147483648", "596524h"] {
             assert!(bad.parse::<Secs>().is_err(), "{bad}");
         }
     }
@@ -360,7 +468,7 @@ impl<const MIN: u32, const MAX: u32> Bounded<MIN, MAX> {
         if (MIN as i64..=MAX as i64).contains(&value) {
             Ok(Bounded(value as u32))
         } else {
-            Err(format!("{value} is out of range: expected {MIN}..={MAX}"))
+            Err(format!("{value} is out of range: expected a whole number from {MIN} to {MAX}"))
         }
     }
 }
@@ -368,14 +476,33 @@ impl<const MIN: u32, const MAX: u32> Bounded<MIN, MAX> {
 impl<const MIN: u32, const MAX: u32> FromStr for Bounded<MIN, MAX> {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let value: i64 = text.trim().parse().map_err(|_| format!("invalid number {text:?}"))?;
+        let value: i64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid number {text:?}: expected a whole number from {MIN} to {MAX}"))?;
         Self::check(value)
     }
 }
 
 impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Self::check(i64::deserialize(d)?).map_err(de::Error::custom)
+        struct Number<const MIN: u32, const MAX: u32>;
+        impl<const MIN: u32, const MAX: u32> Visitor<'_> for Number<MIN, MAX> {
+            type Value = Bounded<MIN, MAX>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a whole number from {MIN} to {MAX}")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Bounded::check(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Bounded::check(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Number::<MIN, MAX>)
     }
 }
 

@@ -2,6 +2,7 @@
 //! and a Rust client on hickory-proto. One binary, one file per behaviour family.
 
 mod cli;
+mod config_file;
 mod consul;
 mod consul_agent;
 mod consul_differential;

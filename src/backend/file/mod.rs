@@ -42,7 +42,11 @@ fn read_text(source: &CatalogSource) -> Result<(String, PathBuf), CatalogFileErr
     match source {
         CatalogSource::File(path) => std::fs::read_to_string(path)
             .map(|text| (text, path.clone()))
-            .map_err(|source| CatalogFileError::Read { path: path.clone(), source }),
+            // The full path looked at, also when the catalog was named relative to the cwd.
+            .map_err(|source| CatalogFileError::Read {
+                path: std::path::absolute(path).unwrap_or(path.clone()),
+                source,
+            }),
         CatalogSource::Embedded => Ok((EMBEDDED_CATALOG.to_owned(), PathBuf::from("<built-in example catalog>"))),
     }
 }
