@@ -325,6 +325,13 @@ impl Publisher {
         telemetry::sync_failed(self.backend, failure.label(), error, first);
     }
 
+    /// A read failed, logged at WARN when `loud` (a new problem, such as a token refusal not
+    /// yet reported) and else at DEBUG, whatever the streak.
+    pub(crate) fn failed_as(&mut self, failure: Failure, error: &dyn Display, loud: bool) {
+        self.failing = true;
+        telemetry::sync_failed(self.backend, failure.label(), error, loud);
+    }
+
     /// One entry of the source could not be served and was left out (the rest is published).
     pub(crate) fn skipped(&mut self, id: &str, reason: &dyn Display) {
         telemetry::entry_skipped(self.backend, id, reason);

@@ -79,7 +79,10 @@ pub fn sync_failure_reasons(backend: Backend, reasons: &[&'static str]) {
 /// at WARN when it is the `first` of a streak, else at DEBUG.
 pub fn sync_failed(backend: Backend, reason: &'static str, error: &dyn Display, first: bool) {
     METRICS.sync_failure(backend, reason);
-    let message = "Catalog source failed; the previous catalog keeps serving.";
+    let message = match reason {
+        "forbidden" => "Catalog source refused our credentials; the previous catalog keeps serving.",
+        _ => "Catalog source failed; the previous catalog keeps serving.",
+    };
     if first {
         warn!(backend = backend.label(), reason, %error, "{message}");
     } else {

@@ -6,6 +6,7 @@ mod config_file;
 mod consul;
 mod consul_agent;
 mod consul_differential;
+mod consul_errors;
 mod db;
 mod db_source;
 mod deploy;

@@ -89,15 +89,15 @@ pub enum SyncError {
     #[error("{0}")]
     Setup(String),
     /// Connection refused, reset, timeout.
-    #[error("GET {url}: {source}")]
+    #[error("GET {url}: {}", network_sentence(source))]
     Network {
         /// The URL (the token is a header, never in it).
         url: String,
         /// The HTTP error.
         source: reqwest::Error,
     },
-    /// A status other than 200.
-    #[error("GET {url}: HTTP {status}: {body}")]
+    /// A status other than 200 (a 403 says what the token lacks).
+    #[error("GET {url}: HTTP {status}: {}", status_sentence(url, *status, body))]
     Status {
         /// The URL.
         url: String,
@@ -122,6 +122,72 @@ pub enum SyncError {
         /// The index returned.
         returned: u64,
     },
+}
+
+/// What a transport error means, in words: "connection refused" said plainly, with what to
+/// check, rather than the client library's generic "error sending request".
+fn network_sentence(error: &reqwest::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut deepest = error.to_string();
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => {
+                    return "connection refused: nothing listens there; is the Consul agent running, and is \
+                            this its HTTP address (consul, CONSUL_HTTP_ADDR)?"
+                        .into();
+                }
+                std::io::ErrorKind::ConnectionReset => return "the connection was reset by Consul".into(),
+                _ => {}
+            }
+        }
+        deepest = e.to_string();
+        cause = e.source();
+    }
+    if error.is_timeout() {
+        return "no answer in time".into();
+    }
+    if error.is_connect() {
+        return format!("cannot connect: {deepest}");
+    }
+    deepest
+}
+
+/// The ACL permissions a read of `url` needs.
+fn permissions_for(url: &str) -> &'static str {
+    let path = url.split("://").nth(1).and_then(|rest| rest.find('/').map(|i| &rest[i..])).unwrap_or(url);
+    match path {
+        p if p.starts_with("/v1/agent/self") => "agent:read",
+        p if p.starts_with("/v1/catalog/nodes") => "node:read",
+        p if p.starts_with("/v1/catalog/services") => "service:read",
+        p if p.starts_with("/v1/config/") => "service:read",
+        _ => "node:read and service:read",
+    }
+}
+
+/// A status in words. A 403 is the token, not an outage: say whether Consul does not know it
+/// or which permission it lacks (from Consul's own reason when it gives one).
+fn status_sentence(url: &str, status: u16, body: &str) -> String {
+    if status != 403 {
+        return body.to_owned();
+    }
+    if body.contains("ACL not found") {
+        return "Consul does not know this ACL token (ACL not found): check consul_token, consul_token_file or \
+                CONSUL_HTTP_TOKEN; the token needs node:read and service:read"
+            .into();
+    }
+    let lacks = body.split("lacks permission '").nth(1).and_then(|rest| rest.split('\'').next());
+    match lacks {
+        Some(permission) => format!(
+            "Consul rejected the token: it lacks {permission}; give its policy node:read and service:read \
+             (node_prefix \"\" and service_prefix \"\" with policy \"read\")"
+        ),
+        None => format!(
+            "Consul rejected the token ({body}): it needs {} for this read; give its policy node:read and \
+             service:read",
+            permissions_for(url)
+        ),
+    }
 }
 
 impl SyncError {

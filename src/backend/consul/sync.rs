@@ -14,6 +14,7 @@ use super::watch::{self, Body, Topic};
 use super::wire::{AddressSet, AgentSelf, WireEntry};
 use super::{Event, FIRST_SYNC_GRACE, Settings, SyncError};
 use crate::backend::backoff::Backoff;
+use crate::backend::failure::Failure;
 use crate::backend::publish::{Publisher, sleep_until};
 use crate::catalog::model::is_dns_label;
 
@@ -32,7 +33,17 @@ pub(crate) struct Syncer {
     newly_live: BTreeSet<String>,
     first_live: Option<Instant>,
     published: bool,
+    /// Token refusals already logged at WARN (every read fails alike while a token is wrong).
+    refusals: BTreeSet<String>,
+    /// When Consul last refused the token.
+    last_refusal: Option<Instant>,
+    /// The note that the token may not read /v1/agent/self has been logged.
+    agent_self_said: bool,
 }
+
+/// Reads that succeed for this long with no refusal in between end a refusal: the next one is
+/// logged at WARN again.
+const REFUSAL_QUIET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Service reads: queued, in flight, to read again once back, and failed (retried later).
 struct Fetches {
@@ -72,6 +83,9 @@ impl Syncer {
             newly_live: BTreeSet::new(),
             first_live: None,
             published: false,
+            refusals: BTreeSet::new(),
+            last_refusal: None,
+            agent_self_said: false,
         }
     }
 
@@ -135,7 +149,7 @@ impl Syncer {
             match attempt {
                 Ok(served) => return Some(served),
                 Err(error) => {
-                    self.publisher.failed(error.reason(), &format_args!("finding the datacenters: {error}"));
+                    self.failed(error.reason(), &format_args!("finding the datacenters: {error}"));
                     let delay = backoff.next_delay();
                     tokio::select! {
                         _ = cancel.cancelled() => return None,
@@ -152,8 +166,13 @@ impl Syncer {
         }
         let agent_dc = match self.client.get("/v1/agent/self", None, None).await {
             Ok(reply) => Some(serde_json::from_slice::<AgentSelf>(&reply.body).map_err(decode("/v1/agent/self"))?),
-            Err(SyncError::Status { status: 403, .. }) => {
-                info!("The Consul token may not read /v1/agent/self; the local datacenter comes from configuration.");
+            Err(SyncError::Status { status: 403, body, .. }) if !body.contains("ACL not found") => {
+                if !std::mem::replace(&mut self.agent_self_said, true) {
+                    info!(
+                        "The Consul token may not read /v1/agent/self (agent:read); the local datacenter comes from \
+                         configuration, else the first one Consul lists."
+                    );
+                }
                 None
             }
             Err(error) => return Err(error),
@@ -193,6 +212,7 @@ impl Syncer {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Watch { dc, body, index } => {
+                self.answered();
                 self.publisher.unchanged();
                 match body {
                     Body::Services(list) => {
@@ -230,7 +250,7 @@ impl Syncer {
                         }
                     }
                     Err(error) => {
-                        self.publisher.failed(error.reason(), &format_args!("{service} in {dc}: {error}"));
+                        self.failed(error.reason(), &format_args!("{service} in {dc}: {error}"));
                         self.fetches.again.remove(&key);
                         self.fetches.retry.insert(key);
                         if self.fetches.retry_at.is_none() {
@@ -240,8 +260,33 @@ impl Syncer {
                 }
                 self.after_change(&dc);
             }
-            Event::Confirmed => self.publisher.unchanged(),
-            Event::Failed { failure, error } => self.publisher.failed(failure, &error),
+            Event::Confirmed => {
+                self.answered();
+                self.publisher.unchanged();
+            }
+            Event::Failed { failure, error } => self.failed(failure, &error),
+        }
+    }
+
+    /// A read failed. A refused token is logged at WARN once per distinct refusal, not on
+    /// every retry of every read; again after [`REFUSAL_QUIET`] of reads without one.
+    fn failed(&mut self, failure: Failure, error: &dyn std::fmt::Display) {
+        let text = error.to_string();
+        if failure == Failure::Forbidden
+            && let Some((_, refusal)) = text.split_once("HTTP 403: ")
+        {
+            self.last_refusal = Some(Instant::now());
+            let new = self.refusals.insert(refusal.to_owned());
+            return self.publisher.failed_as(failure, &text, new);
+        }
+        self.publisher.failed(failure, &text);
+    }
+
+    /// A read succeeded: a refusal long enough ago is over.
+    fn answered(&mut self) {
+        if self.last_refusal.is_some_and(|at| at.elapsed() > REFUSAL_QUIET) {
+            self.refusals.clear();
+            self.last_refusal = None;
         }
     }
 
