@@ -143,7 +143,7 @@ impl Daemon {
     /// Follows `control` until [`Event::Shutdown`] (or until it closes), then stops.
     pub async fn serve(mut self, mut control: mpsc::Receiver<Event>) {
         while let Some(Event::Reload) = control.recv().await {
-            self.reload();
+            self.reload().await;
         }
         telemetry::metrics().set_stopping();
         info!("Shutting down.");
@@ -156,19 +156,40 @@ impl Daemon {
         info!("Stopped.");
     }
 
-    fn reload(&mut self) {
+    /// Applies a new configuration, or none of it: a bad log level or a static catalog that
+    /// does not load fails the whole reload (counted and logged as failed).
+    async fn reload(&mut self) {
         let next = match self.reloader.load() {
             Ok(next) => next,
             Err(e) => return telemetry::config_rejected(&e),
         };
+        if let Err(e) = telemetry::check_log_level(&next.log_level) {
+            return telemetry::config_rejected(&e);
+        }
+        if next.sources.live.is_none()
+            && let Some(catalog) = next.sources.static_catalog.clone()
+        {
+            let datacenter = next.datacenter.clone();
+            let checked = tokio::task::spawn_blocking(move || backend::file::read(&catalog, &datacenter).map(drop));
+            match checked.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return telemetry::reload_catalog_rejected(&e),
+                Err(e) => return telemetry::reload_catalog_rejected(&e),
+            }
+        }
         let current = &self.config;
         if next.listen != current.listen || next.udp_workers != current.udp_workers || next.http != current.http {
             let listen: Vec<String> = next.listen.iter().map(ToString::to_string).collect();
             let http = next.http.map_or_else(|| "off".to_owned(), |a| a.to_string());
             warn!(?listen, %http, "Listen addresses and workers change only on restart.");
         }
-        if next.log_level != current.log_level || next.log_format != current.log_format {
-            warn!(next.log_level, "Log level and format change only on restart.");
+        if next.log_level != current.log_level
+            && let Err(e) = telemetry::set_log_level(&current.log_level, &next.log_level)
+        {
+            warn!(error = %e, "The log level could not be changed.");
+        }
+        if next.log_format != current.log_format {
+            warn!("The log format changes only on restart.");
         }
         let previous = self.shared.settings.load_full();
         self.shared.settings.store(Arc::new(dns_settings(&next, Some(&previous))));

@@ -33,20 +33,62 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+/// Replaces the installed subscriber's filter (set by [`init`]).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static SET_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
+
+/// `RUST_LOG`, when set: it wins over `log_level`, at start and on reload.
+fn rust_log() -> Option<String> {
+    std::env::var("RUST_LOG").ok().filter(|d| !d.is_empty())
+}
+
+/// Whether `log_level` is a filter [`init`] and [`set_log_level`] accept.
+pub fn check_log_level(log_level: &str) -> Result<(), String> {
+    EnvFilter::try_new(log_level).map(drop).map_err(|e| format!("log_level {log_level:?}: {e}"))
+}
+
 /// Installs the global subscriber, filtered by `log_level` (or `RUST_LOG` when set, for ad-hoc
-/// debugging). Fails on a malformed filter.
+/// debugging); the filter can be replaced later ([`set_log_level`]). Fails on a malformed
+/// filter.
 pub fn init(log_level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
-        _ => EnvFilter::try_new(log_level),
-    }
-    .map_err(|e| format!("log_level {log_level:?}: {e}"))?;
+    let filter = EnvFilter::try_new(rust_log().unwrap_or_else(|| log_level.to_owned()))
+        .map_err(|e| format!("log_level {log_level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    let set: SetFilter = match format {
+        LogFormat::Text => {
+            let builder = builder.with_ansi(std::io::stderr().is_terminal()).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.try_init().map_err(|e| e.to_string())?;
+            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_current_span(false).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.try_init().map_err(|e| e.to_string())?;
+            Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+        }
+    };
+    let _ = SET_FILTER.set(set);
+    Ok(())
+}
+
+/// A reload's new `log_level`, applied to the running subscriber and said in the log (at the
+/// old level, before the change). `RUST_LOG`, when set, keeps winning.
+pub fn set_log_level(from: &str, to: &str) -> Result<(), String> {
+    if let Some(directives) = rust_log() {
+        warn!(
+            log_level = to,
+            rust_log = directives,
+            "RUST_LOG is set and keeps deciding the log level; log_level is not applied."
+        );
+        return Ok(());
     }
-    .map_err(|e| e.to_string())
+    let filter = EnvFilter::try_new(to).map_err(|e| format!("log_level {to:?}: {e}"))?;
+    info!("Log level changes from {from:?} to {to:?}.");
+    match SET_FILTER.get() {
+        Some(set) => set(filter),
+        None => Ok(()),
+    }
 }
 
 /// A backend read its source and published a new snapshot (`trigger`: what made it read).
@@ -114,6 +156,13 @@ pub fn config_reloaded() {
 pub fn config_rejected(error: &dyn Display) {
     METRICS.reload(false);
     error!(%error, "Configuration rejected on reload; the running configuration stays.");
+}
+
+/// SIGHUP found a configuration whose static catalog does not load; the running configuration
+/// and the last good catalog stay.
+pub fn reload_catalog_rejected(error: &dyn Display) {
+    METRICS.reload(false);
+    error!(%error, "Reload failed: the static catalog was rejected; the running configuration and the last good catalog stay.");
 }
 
 /// One attempt at a recursor gave no usable reply; the next one is tried.

@@ -23,6 +23,7 @@ mod oracle;
 mod readme;
 mod rehearsal;
 mod reload;
+mod reload_checks;
 mod robustness;
 mod spec;
 mod support;
