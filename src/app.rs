@@ -119,7 +119,9 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
     let http_task = http_listener.map(|listener| {
         // max_stale also bounds readiness: a live source's catalog not confirmed for longer is stale.
         let max_age = config.sources.live.as_ref().and(config.max_stale);
-        let state = http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age, started };
+        let live = config.sources.live.as_ref().map(|_| backend);
+        let state =
+            http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age, started, live };
         http::serve(listener, Arc::new(state), cancel.clone())
     });
     let source = Source::new(&config.sources, catalog_rx, seed.version);

@@ -60,6 +60,9 @@ pub struct State {
     pub max_age: Option<Duration>,
     /// When the process started.
     pub started: Instant,
+    /// The live source, if any: until it first publishes, what is served is only the
+    /// seed (the static catalog or the restored one), and `/ready` says so.
+    pub live: Option<crate::telemetry::Backend>,
 }
 
 /// Binds the listener (before anything announces readiness, so a busy port stops start-up).
@@ -169,10 +172,18 @@ fn metrics(state: &State) -> Reply {
 
 fn ready(state: &State) -> Reply {
     let snapshot = state.catalog.load();
+    let as_of = state.metrics.catalog_as_of();
+    let seed = match state.live {
+        Some(backend) if snapshot.is_synced() && !state.metrics.ever_published(backend) => {
+            Some(if as_of.is_some() { health::Seed::Restored } else { health::Seed::Static })
+        }
+        _ => None,
+    };
     let facts = health::Facts {
         stopping: state.metrics.is_stopping(),
         synced: snapshot.is_synced(),
-        as_of: state.metrics.catalog_as_of(),
+        seed,
+        as_of,
         max_age: state.max_age,
         now: SystemTime::now(),
     };
@@ -258,8 +269,13 @@ mod tests {
         let catalog = Arc::new(Catalog::new(Snapshot::empty(Arc::clone(&options), false)));
         let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()));
         let hour = Duration::from_secs(3600);
-        let state =
-            State { catalog: Arc::clone(&catalog), metrics, max_age: Some(hour), started: std::time::Instant::now() };
+        let state = State {
+            catalog: Arc::clone(&catalog),
+            metrics,
+            max_age: Some(hour),
+            started: std::time::Instant::now(),
+            live: None,
+        };
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();

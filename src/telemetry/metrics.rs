@@ -261,6 +261,12 @@ impl Metrics {
         self.as_of_ms.store(ms, Relaxed);
     }
 
+    /// Whether `backend` has published a snapshot from its source at least once.
+    pub fn ever_published(&self, backend: Backend) -> bool {
+        let backends = self.backends.lock().unwrap_or_else(PoisonError::into_inner);
+        backends.iter().any(|b| b.backend == backend && b.publishes > 0)
+    }
+
     /// Counts a snapshot published by `backend`.
     pub fn published(&self, backend: Backend) {
         self.with_backend(backend, |state| state.publishes += 1);

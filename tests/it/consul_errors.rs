@@ -73,3 +73,67 @@ fn connection_refused_is_said_plainly() {
     assert!(log.contains("connection refused: nothing listens there; is the Consul agent running"), "{log}");
     assert!(!log.contains("error sending request"), "not the client library's generic words:\n{log}");
 }
+
+/// Finding: `/ready` said synced in Consul mode while only the static seed was served. It is
+/// 503 "not synced: serving the static seed" until the first read; then 200 and synced.
+#[test]
+fn ready_is_not_synced_while_only_the_static_seed_serves() {
+    use crate::support::http::get;
+    use crate::support::rdata;
+    use hickory_proto::rr::RecordType;
+    let fake = web_fake();
+    fake.stop_listening();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.toml");
+    std::fs::write(
+        &seed,
+        "[[nodes]]\nname = \"s1\"\naddress = \"127.0.0.99\"\n[[services]]\nname = \"web\"\nnode = \"s1\"\nport = 1\n",
+    )
+    .unwrap();
+    let d = start_consul(&fake.url(), &["--static", seed.to_str().unwrap()]);
+    assert_eq!(rdata(&d, "web.service.consul", RecordType::A), ["127.0.0.99"], "the seed answers");
+    let ready = get(d.http(), "/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    let body = ready.json();
+    assert_eq!(
+        (body["reason"].as_str(), body["synced"].as_bool()),
+        (Some("not synced: serving the static seed"), Some(false))
+    );
+    assert_eq!(body["serving"], "the static seed");
+    fake.resume_listening();
+    let start = Instant::now();
+    while get(d.http(), "/ready").status != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "not ready after the first sync:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = get(d.http(), "/ready").json();
+    assert_eq!((body["synced"].as_bool(), body.get("serving")), (Some(true), None));
+    assert_eq!(rdata(&d, "web.service.consul", RecordType::A), ["127.0.0.21"], "Consul's answers now");
+}
+
+/// A catalog restored from disk stays ready (answering through an outage is what it is for),
+/// but `/ready` does not call it synced before the first read.
+#[test]
+fn ready_says_restored_not_synced_before_the_first_read() {
+    use crate::support::http::get;
+    let fake = web_fake();
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().display().to_string();
+    {
+        let d = start_consul(&fake.url(), &["--state-dir", &dir]);
+        let start = Instant::now();
+        while !state.path().join("catalog.json").exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "never persisted:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fake.stop_listening();
+    let d = start_consul(&fake.url(), &["--state-dir", &dir]);
+    let ready = get(d.http(), "/ready");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let body = ready.json();
+    assert_eq!(
+        (body["synced"].as_bool(), body["serving"].as_str()),
+        (Some(false), Some("the catalog restored from disk"))
+    );
+}
