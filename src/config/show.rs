@@ -60,7 +60,12 @@ impl Show for Secs {
 impl Show for Millis {
     fn show(&self) -> String {
         let ms = self.0.as_millis();
-        quoted(&if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") })
+        quoted(&match ms {
+            ms if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
+            ms if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+            ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+            ms => format!("{ms}ms"),
+        })
     }
 }
 

@@ -232,9 +232,10 @@ fn consul_settings(layer: &Layer, env: &ConsulEnv) -> Result<ConsulSettings, Con
         (None, None) => ConsulAddr(DEFAULT_CONSUL_ADDR.to_owned()),
     };
     let read_token = |key: &'static str, path: &Path| {
-        std::fs::read_to_string(path)
-            .map(|text| Secret::new(&text))
-            .map_err(|e| ConfigError::Invalid { key, message: format!("cannot read {}: {e}", path.display()) })
+        std::fs::read_to_string(path).map(|text| Secret::new(&text)).map_err(|e| {
+            let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            ConfigError::Invalid { key, message: format!("cannot read {}: {e}", shown.display()) }
+        })
     };
     let token = match (&layer.consul_token, &layer.consul_token_file, &env.token, &env.token_file) {
         (Some(token), ..) => Some(token.clone()),

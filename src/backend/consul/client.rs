@@ -55,8 +55,9 @@ impl Client {
             .pool_max_idle_per_host(settings.max_conns)
             .user_agent(concat!("consul-dns/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &settings.ca_cert {
+            let shown = std::path::absolute(path).unwrap_or_else(|_| path.clone());
             let pem = std::fs::read(path)
-                .map_err(|e| SyncError::Setup(format!("cannot read CA bundle {}: {e}", path.display())))?;
+                .map_err(|e| SyncError::Setup(format!("cannot read CA bundle {}: {e}", shown.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| SyncError::Setup(format!("CA bundle {}: {e}", path.display())))?;
             builder = builder.tls_built_in_root_certs(false);

@@ -24,12 +24,12 @@ use crate::config::locate;
 #[derive(Debug, Error)]
 pub enum CatalogFileError {
     /// The file could not be read.
-    #[error("cannot read catalog {path}: {source}")]
+    #[error("cannot read catalog {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (said in the message, so not a `source` that would be said twice).
+        error: std::io::Error,
     },
     /// Syntax, unknown key, or a value of the wrong type.
     #[error("{path}:{line}:{column}: {message}\n    {line_text}")]

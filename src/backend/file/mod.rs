@@ -43,10 +43,7 @@ fn read_text(source: &CatalogSource) -> Result<(String, PathBuf), CatalogFileErr
         CatalogSource::File(path) => std::fs::read_to_string(path)
             .map(|text| (text, path.clone()))
             // The full path looked at, also when the catalog was named relative to the cwd.
-            .map_err(|source| CatalogFileError::Read {
-                path: std::path::absolute(path).unwrap_or(path.clone()),
-                source,
-            }),
+            .map_err(|error| CatalogFileError::Read { path: std::path::absolute(path).unwrap_or(path.clone()), error }),
         CatalogSource::Embedded => Ok((EMBEDDED_CATALOG.to_owned(), PathBuf::from("<built-in example catalog>"))),
     }
 }
