@@ -1,6 +1,8 @@
 //! Configuration: defaults < TOML file (`--config`, `CONSUL_DNS_CONFIG`) < environment
 //! (`CONSUL_DNS_<KEY>`) < flags. Unknown keys and bad values are errors that name the file,
-//! line and key (or the variable, or the flag); nothing is silently ignored.
+//! line and key (or the variable, or the flag); nothing is silently ignored. Relative paths in
+//! the file are taken from its directory ([`Layer::rebase`]); [`load_explained`] also says
+//! where each value came from (`--print-config`).
 
 pub mod database;
 pub mod kinds;
