@@ -15,6 +15,8 @@ use serde::Serialize;
 pub enum NotReady {
     /// SIGTERM arrived; the daemon is draining.
     Stopping,
+    /// The catalog source's task is not running (it panicked): nothing follows the source.
+    SourceDown,
     /// No synced snapshot yet.
     NotSynced,
     /// A maximum age is set and no backend has said when its data is from.
@@ -30,6 +32,7 @@ impl NotReady {
     fn reason(self) -> &'static str {
         match self {
             NotReady::Stopping => "stopping",
+            NotReady::SourceDown => "source not running",
             NotReady::NotSynced => "not synced",
             NotReady::NeverConfirmed => "no successful sync yet",
             NotReady::Stale { .. } => "stale",
@@ -42,6 +45,8 @@ impl NotReady {
 pub struct Facts {
     /// The process is stopping.
     pub stopping: bool,
+    /// The catalog source's task ended while the process was not stopping.
+    pub source_down: bool,
     /// The snapshot being served is synced.
     pub synced: bool,
     /// When the catalog was last confirmed against its source.
@@ -63,6 +68,9 @@ impl Facts {
 pub fn readiness(facts: &Facts) -> Result<(), NotReady> {
     if facts.stopping {
         return Err(NotReady::Stopping);
+    }
+    if facts.source_down {
+        return Err(NotReady::SourceDown);
     }
     if !facts.synced {
         return Err(NotReady::NotSynced);
@@ -109,12 +117,13 @@ mod tests {
     fn readiness_table() {
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
-        let ready = Facts { stopping: false, synced: true, as_of: Some(now), max_age: None, now };
+        let ready = Facts { stopping: false, source_down: false, synced: true, as_of: Some(now), max_age: None, now };
         let cases = [
             ("synced, no limit", ready, Ok(())),
             ("synced, never confirmed, no limit", Facts { as_of: None, ..ready }, Ok(())),
             ("not synced", Facts { synced: false, ..ready }, Err(NotReady::NotSynced)),
             ("stopping", Facts { stopping: true, ..ready }, Err(NotReady::Stopping)),
+            ("source down", Facts { source_down: true, ..ready }, Err(NotReady::SourceDown)),
             ("young enough", Facts { as_of: Some(now - hour), max_age: Some(2 * hour), ..ready }, Ok(())),
             (
                 "too old",

@@ -171,6 +171,7 @@ fn ready(state: &State) -> Reply {
     let snapshot = state.catalog.load();
     let facts = health::Facts {
         stopping: state.metrics.is_stopping(),
+        source_down: state.metrics.is_source_down(),
         synced: snapshot.is_synced(),
         as_of: state.metrics.catalog_as_of(),
         max_age: state.max_age,

@@ -12,6 +12,7 @@
 //! Must not be imported by `catalog`; the DNS hot path only touches [`dns::WorkerCounters`].
 
 pub mod dns;
+mod log;
 pub mod metrics;
 
 use std::fmt::Display;
@@ -34,14 +35,19 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Installs the global subscriber, filtered by `log_level` (or `RUST_LOG` when set, for ad-hoc
-/// debugging). Fails on a malformed filter.
+/// debugging). Fails on a malformed filter. A line that cannot be written (stderr's reader
+/// went away) is dropped and counted, never a panic (see [`log`]); the subscriber's own report
+/// of a failed write, which would go to that same stderr and panic, is off.
 pub fn init(log_level: &str, format: LogFormat) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(directives),
         _ => EnvFilter::try_new(log_level),
     }
     .map_err(|e| format!("log_level {log_level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(log::Stderr::new(&METRICS))
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
