@@ -13,6 +13,7 @@ mod deploy_wiring;
 mod docs;
 mod examples;
 mod fake;
+mod faults;
 mod forward;
 mod kong;
 mod layout;
