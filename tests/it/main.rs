@@ -15,6 +15,7 @@ mod examples;
 mod fake;
 mod faults;
 mod forward;
+mod knot_differential;
 mod kong;
 mod layout;
 mod ops;
