@@ -29,6 +29,7 @@ use crate::dns::forward::host::Host;
 use crate::dns::server::{self, Shared};
 use crate::http;
 use crate::shutdown::Event;
+use crate::supervise::{self, TaskDied};
 use crate::telemetry;
 
 /// Looks up an environment variable (the binary passes `std::env::var`, tests a map).
@@ -73,32 +74,12 @@ pub async fn run(config: Config, reloader: Reloader, control: mpsc::Receiver<Eve
     start(config, reloader).await?.serve(control).await
 }
 
-/// A background task that ended while nothing asked it to.
-#[derive(Debug, thiserror::Error)]
-#[error("the {task} task {how}; the daemon stops rather than run without it")]
-pub struct TaskDied {
-    /// `source` or `http` (the `task` label of `consul_dns_task_failures_total`).
-    pub task: &'static str,
-    /// "panicked: <message>" or "ended on its own".
-    pub how: String,
-}
-
-impl TaskDied {
-    fn new(task: &'static str, ended: Result<(), JoinError>) -> TaskDied {
-        let how = match ended {
-            Ok(()) => "ended on its own".to_owned(),
-            Err(e) if e.is_panic() => {
-                let payload = e.into_panic();
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".to_owned());
-                format!("panicked: {message}")
-            }
-            Err(_) => "was cancelled".to_owned(),
-        };
-        TaskDied { task, how }
+/// How the task `task` ended, as a death.
+fn task_died(task: &'static str, ended: Result<(), JoinError>) -> TaskDied {
+    match ended {
+        Ok(()) => TaskDied { task, how: "ended on its own".to_owned() },
+        Err(e) if e.is_panic() => TaskDied::panicked(task, &*e.into_panic()),
+        Err(_) => TaskDied { task, how: "was cancelled".to_owned() },
     }
 }
 
@@ -182,8 +163,9 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
 
 impl Daemon {
     /// Follows `control` until [`Event::Shutdown`] (or until it closes), then stops. Should the
-    /// source's or the HTTP listener's task end first (a panic), it is logged and counted, the
-    /// daemon stops the same way and the error says which task died.
+    /// source's or the HTTP listener's task end first (a panic), or a task of [`supervise`]
+    /// die, it is logged and counted, the daemon stops the same way and the error says which
+    /// task died.
     pub async fn serve(mut self, mut control: mpsc::Receiver<Event>) -> anyhow::Result<()> {
         let (mut source_task, mut http_task) = (self.source_task.take(), self.http_task.take());
         let died = loop {
@@ -194,21 +176,24 @@ impl Daemon {
                 },
                 end = ended(&mut source_task) => {
                     source_task = None;
-                    break Some(TaskDied::new("source", end));
+                    let died = task_died("source", end);
+                    telemetry::metrics().task_failed(died.task);
+                    break Some(died);
                 }
                 end = ended(&mut http_task) => {
                     http_task = None;
-                    break Some(TaskDied::new("http", end));
+                    let died = task_died("http", end);
+                    telemetry::metrics().task_failed(died.task);
+                    break Some(died);
                 }
+                // Counted where it was caught.
+                died = supervise::death() => break Some(died),
             }
         };
         let metrics = telemetry::metrics();
         metrics.set_stopping();
         match &died {
-            Some(died) => {
-                metrics.task_failed(died.task);
-                error!(task = died.task, how = %died.how, "A background task died; shutting down.");
-            }
+            Some(died) => error!(task = died.task, how = %died.how, "A background task died; shutting down."),
             None => info!("Shutting down."),
         }
         self.running.stop().await;

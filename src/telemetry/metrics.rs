@@ -132,7 +132,8 @@ pub const FAMILIES: &[Family] = &[
 
 /// The background tasks whose failures are counted (`task` label of
 /// `consul_dns_task_failures_total`), exported at 0 from the start.
-pub const TASKS: [&str; 2] = ["source", "http"];
+pub const TASKS: [&str; 7] =
+    ["source", "http", "consul_watch", "consul_fetch", "db_listen", "forward_relay", "tcp_accept"];
 
 /// A catalog source, the `backend` label: the running source names itself (`file`, `consul`,
 /// ...); telemetry keeps no list of them.
