@@ -26,7 +26,8 @@
 //!   confirmation file (same generation, a new time), since "age" means the time since the
 //!   data was last known to match the source, not since it last changed. A confirmation of
 //!   another generation (a crash between the two writes, a catalog copied without it) is
-//!   ignored: the age is then the time since `saved_at`.
+//!   ignored: the age is then the time since `saved_at`. A version 1 catalog (no confirmation
+//!   file) is confirmed by its modification time, as earlier builds did, until it is rewritten.
 //!
 //! # Failure behaviour and limits
 //! A failed write is counted and logged by the caller; the previous file stays, and serving is
@@ -158,16 +159,18 @@ fn read_confirmation(dir: &Path) -> Option<disk::Confirmation> {
     serde_json::from_slice(&text).ok()
 }
 
-/// Marks the catalog on disk as still matching the source, as of now.
+/// Marks the catalog on disk as still matching the source, as of now. Without a confirmation
+/// file (a version 1 catalog of an earlier build, not yet rewritten) it moves the catalog's
+/// modification time instead, which is that version's age; a version 2 catalog ignores it.
 pub fn confirm(dir: &Path) -> Result<(), PersistError> {
     confirm_at(dir, SystemTime::now())
 }
 
 fn confirm_at(dir: &Path, now: SystemTime) -> Result<(), PersistError> {
-    let path = dir.join(CONFIRMED_NAME);
     let Some(confirmation) = read_confirmation(dir) else {
-        let message = "no confirmation file that decodes (the catalog is confirmed again at its next write)";
-        return Err(PersistError::Decode { path, message: message.into() });
+        let path = dir.join(FILE_NAME);
+        let file = File::options().write(true).open(&path).map_err(io_error(&path))?;
+        return file.set_modified(now).map_err(io_error(&path));
     };
     write_confirmation(dir, disk::Confirmation { confirmed_at: unix_ms(now), ..confirmation })
 }
@@ -479,10 +482,10 @@ mod tests {
         persist(newer.path(), &sample(), "dc1").unwrap();
         fs::copy(newer.path().join(CONFIRMED_NAME), to.path().join(CONFIRMED_NAME)).unwrap();
         assert!(close(restore(to.path()).unwrap().unwrap().confirmed, old), "another generation's confirmation");
-        // No confirmation file to update: said so, nothing invented.
+        // No confirmation file: confirming moves only the modification time, which a version 2
+        // catalog does not go by.
         fs::remove_file(to.path().join(CONFIRMED_NAME)).unwrap();
-        let refused = confirm(to.path()).unwrap_err().to_string();
-        assert!(refused.contains("no confirmation file"), "{refused}");
+        confirm(to.path()).unwrap();
         assert!(close(restore(to.path()).unwrap().unwrap().confirmed, old));
     }
 
@@ -499,6 +502,9 @@ mod tests {
         assert!(restored.age_from_mtime);
         assert!(close(restored.confirmed, old));
         assert_eq!(restored.data.instances.len(), 1);
+        let later = old + HOUR / 2;
+        confirm_at(dir.path(), later).unwrap();
+        assert!(close(restore(dir.path()).unwrap().unwrap().confirmed, later), "confirmed as earlier builds did");
         let v2_without_time = v1.replace("\"version\":1", "\"version\":2");
         fs::write(&path, v2_without_time).unwrap();
         let refused = restore(dir.path()).unwrap_err().to_string();
