@@ -137,10 +137,10 @@ fn matrix(
             std::thread::sleep(Duration::from_millis(10));
         };
         println!(
-            "fault matrix: {source:<8} {mode:<22} counted as {:<22} in {:>6.0?}, recovered in {:>6.0?}",
+            "fault matrix: {source:<8} {mode:<22} counted as {:<22} in {:>5.3} s, recovered in {:>5.3} s",
             case.reason.unwrap_or("(no failure)"),
-            detected,
-            recovered
+            detected.as_secs_f64(),
+            recovered.as_secs_f64()
         );
         results.push((mode, detected, recovered));
     }
