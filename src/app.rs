@@ -1,7 +1,10 @@
 //! Wiring: seed the catalog, bind the sockets, start the DNS workers, the HTTP listener and
 //! the catalog source, then follow the control events (reload re-reads the configuration;
 //! stop: readiness fails at once, TCP connections drain within `server::TCP_DRAIN`, then the
-//! source and the HTTP listener stop). The process's signals are not installed here: `main`
+//! source and the HTTP listener stop). The source's and the HTTP listener's tasks are watched
+//! meanwhile: one that panics or ends on its own is logged and counted, and the daemon stops
+//! and returns an error (the binary exits 1) rather than go on half alive — answering from a
+//! catalog nothing updates any more, or with nothing behind `/ready`. The process's signals are not installed here: `main`
 //! turns them into control events, and a test can run the daemon in process with its own.
 
 use std::net::SocketAddr;
@@ -12,8 +15,9 @@ use std::time::Instant;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::backend::publish::Publisher;
 use crate::backend::{self, Source, seed};
@@ -25,6 +29,7 @@ use crate::dns::forward::host::Host;
 use crate::dns::server::{self, Shared};
 use crate::http;
 use crate::shutdown::Event;
+use crate::supervise::{self, TaskDied};
 use crate::telemetry;
 
 /// Looks up an environment variable (the binary passes `std::env::var`, tests a map).
@@ -56,17 +61,34 @@ pub struct Daemon {
     reloader: Reloader,
     shared: Shared,
     running: server::Running,
-    http_task: Option<tokio::task::JoinHandle<()>>,
-    source_task: tokio::task::JoinHandle<()>,
+    http_task: Option<JoinHandle<()>>,
+    source_task: Option<JoinHandle<()>>,
     catalog_file: watch::Sender<config::CatalogSource>,
     options: watch::Sender<Arc<crate::catalog::BuildOptions>>,
     cancel: CancellationToken,
 }
 
-/// Runs the daemon until a [`Event::Shutdown`] arrives on `control` (or it closes).
+/// Runs the daemon until a [`Event::Shutdown`] arrives on `control` (or it closes). Fails when
+/// it cannot start, or when a background task dies (see [`Daemon::serve`]).
 pub async fn run(config: Config, reloader: Reloader, control: mpsc::Receiver<Event>) -> anyhow::Result<()> {
-    start(config, reloader).await?.serve(control).await;
-    Ok(())
+    start(config, reloader).await?.serve(control).await
+}
+
+/// How the task `task` ended, as a death.
+fn task_died(task: &'static str, ended: Result<(), JoinError>) -> TaskDied {
+    match ended {
+        Ok(()) => TaskDied { task, how: "ended on its own".to_owned() },
+        Err(e) if e.is_panic() => TaskDied::panicked(task, &*e.into_panic()),
+        Err(_) => TaskDied { task, how: "was cancelled".to_owned() },
+    }
+}
+
+/// Waits for `task` to end; never, when there is none.
+async fn ended(task: &mut Option<JoinHandle<()>>) -> Result<(), JoinError> {
+    match task {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Seeds the catalog, binds every socket and starts serving and syncing.
@@ -125,7 +147,7 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
         http::serve(listener, Arc::new(state), cancel.clone())
     });
     let source = Source::new(&config.sources, catalog_rx, seed.version);
-    let source_task = backend::start(source, publisher, cancel.clone());
+    let source_task = Some(backend::start(source, publisher, cancel.clone()));
     Ok(Daemon {
         dns,
         http: http_addr,
@@ -142,20 +164,50 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
 }
 
 impl Daemon {
-    /// Follows `control` until [`Event::Shutdown`] (or until it closes), then stops.
-    pub async fn serve(mut self, mut control: mpsc::Receiver<Event>) {
-        while let Some(Event::Reload) = control.recv().await {
-            self.reload().await;
+    /// Follows `control` until [`Event::Shutdown`] (or until it closes), then stops. Should the
+    /// source's or the HTTP listener's task end first (a panic), or a task of [`supervise`]
+    /// die, it is logged and counted, the daemon stops the same way and the error says which
+    /// task died.
+    pub async fn serve(mut self, mut control: mpsc::Receiver<Event>) -> anyhow::Result<()> {
+        let (mut source_task, mut http_task) = (self.source_task.take(), self.http_task.take());
+        let died = loop {
+            tokio::select! {
+                event = control.recv() => match event {
+                    Some(Event::Reload) => self.reload().await,
+                    Some(Event::Shutdown) | None => break None,
+                },
+                end = ended(&mut source_task) => {
+                    source_task = None;
+                    let died = task_died("source", end);
+                    telemetry::metrics().task_failed(died.task);
+                    break Some(died);
+                }
+                end = ended(&mut http_task) => {
+                    http_task = None;
+                    let died = task_died("http", end);
+                    telemetry::metrics().task_failed(died.task);
+                    break Some(died);
+                }
+                // Counted where it was caught.
+                died = supervise::death() => break Some(died),
+            }
+        };
+        let metrics = telemetry::metrics();
+        metrics.set_stopping();
+        match &died {
+            Some(died) => error!(task = died.task, how = %died.how, "A background task died; shutting down."),
+            None => info!("Shutting down."),
         }
-        telemetry::metrics().set_stopping();
-        info!("Shutting down.");
         self.running.stop().await;
         self.cancel.cancel();
-        let _ = self.source_task.await;
-        if let Some(http) = self.http_task {
-            let _ = http.await;
+        for task in [source_task, http_task].into_iter().flatten() {
+            let _ = task.await;
         }
         info!("Stopped.");
+        match died {
+            Some(died) => Err(died.into()),
+            None => Ok(()),
+        }
     }
 
     /// Applies a new configuration, or none of it: a bad log level or a static catalog that
@@ -232,4 +284,71 @@ fn dns_settings(config: &Config, previous: Option<&Settings>) -> Settings {
         info!("Recursion off: names outside the domain are REFUSED.");
     }
     settings
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    /// The real source task panics (the test-only fault of `backend::faults`): `/ready` fails
+    /// at once, the supervisor counts it, stops the daemon and returns an error naming the task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_source_task_fails_readiness_and_stops_the_daemon() {
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("CONSUL_DNS_STATIC", "builtin"),
+            ("CONSUL_DNS_LISTEN", "127.0.0.1:0"),
+            ("CONSUL_DNS_HTTP", "127.0.0.1:0"),
+            ("CONSUL_DNS_UDP_WORKERS", "1"),
+            ("CONSUL_DNS_RECURSOR", "none"),
+        ]);
+        let env = move |key: &str| vars.get(key).map(|v| (*v).to_owned());
+        let config = config::load(None, Layer::default(), &env).unwrap();
+        let reloader = Reloader { config_file: None, flags: Layer::default(), env: Box::new(env) };
+        let daemon = start(config, reloader).await.unwrap();
+        let http = daemon.http.unwrap();
+        let ready = get(http, "/ready").await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        let failures_before = task_failures(&get(http, "/metrics").await);
+
+        backend::faults::panic_source();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ready = get(http, "/ready").await;
+            if ready.starts_with("HTTP/1.1 503") {
+                assert!(ready.contains("source not running"), "{ready}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "/ready still answers after the source task died: {ready}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let (_control, events) = mpsc::channel(1);
+        let served = tokio::time::timeout(Duration::from_secs(10), daemon.serve(events)).await;
+        let error = served.expect("the daemon stops by itself").unwrap_err().to_string();
+        assert!(error.contains("the source task panicked: fault injected by a test"), "{error}");
+        assert_eq!(
+            task_failures(&telemetry::metrics().render(Default::default(), std::time::SystemTime::now())),
+            failures_before + 1
+        );
+        assert!(tokio::net::TcpStream::connect(http).await.is_err(), "the HTTP listener stopped too");
+    }
+
+    fn task_failures(metrics: &str) -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with("consul_dns_task_failures_total{task=\"source\"}")).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
 }

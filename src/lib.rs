@@ -32,6 +32,7 @@ pub mod http;
 pub mod memory;
 pub mod query;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 pub mod wire;
 

@@ -7,6 +7,13 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::Instant;
 
+/// The first retry delay of a catalog source after a failed read.
+pub const SOURCE_RETRY_MIN: Duration = Duration::from_millis(100);
+/// The longest a catalog source waits between retries, jitter included. Small on purpose: a
+/// source that comes back (Consul re-elected a leader, a database restarted) is seen within
+/// about this long, and a handful of watches retrying every 2 s is no load for a registry.
+pub const SOURCE_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// Backoff settings that cannot work.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum BackoffError {
@@ -150,6 +157,14 @@ mod tests {
         assert!((MS * 200..=MS * 300).contains(&second), "{second:?}");
         let mut capped = Backoff::try_new(MS * 100, MS * 100, 1.0).unwrap();
         assert_eq!(capped.next_delay(), MS * 100, "jitter never exceeds max");
+    }
+
+    #[test]
+    fn a_source_retries_within_the_cap_however_long_the_outage() {
+        let mut backoff = Backoff::try_new(SOURCE_RETRY_MIN, SOURCE_RETRY_MAX, 0.5).unwrap();
+        let delays: Vec<Duration> = (0..1000).map(|_| backoff.next_delay()).collect();
+        assert!(delays.iter().all(|d| *d <= SOURCE_RETRY_MAX), "{:?}", delays.iter().max());
+        assert!(delays[..4].iter().sum::<Duration>() < Duration::from_millis(2500), "four retries in the first 2.5 s");
     }
 
     #[tokio::test(start_paused = true)]

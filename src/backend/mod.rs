@@ -68,12 +68,57 @@ impl Source {
     }
 }
 
-/// Starts `source`, publishing through `publisher`, until `cancel`.
+/// Starts `source`, publishing through `publisher`, until `cancel`. Should the task end any
+/// other way (a panic unwinding through it, or a return before `cancel`), readiness fails from
+/// that moment ([`crate::telemetry::Metrics::is_source_down`]); the caller, which awaits the
+/// handle, then stops the process.
 pub(crate) fn start(source: Source, publisher: Publisher, cancel: CancellationToken) -> JoinHandle<()> {
-    match source {
-        Source::File { catalog, seen } => tokio::spawn(file::run(catalog, seen, publisher, cancel)),
-        Source::Consul(settings) => tokio::spawn(consul::run(settings, publisher, cancel)),
-        Source::Sql(settings) => tokio::spawn(sql::poll::run(settings, publisher, cancel)),
-        Source::Etcd(settings) => tokio::spawn(etcd::watch::run(settings, publisher, cancel)),
+    let alive = Alive(cancel.clone());
+    let run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match source {
+        Source::File { catalog, seen } => Box::pin(file::run(catalog, seen, publisher, cancel)),
+        Source::Consul(settings) => Box::pin(consul::run(settings, publisher, cancel)),
+        Source::Sql(settings) => Box::pin(sql::poll::run(settings, publisher, cancel)),
+        Source::Etcd(settings) => Box::pin(etcd::watch::run(settings, publisher, cancel)),
+    };
+    tokio::spawn(async move {
+        let _alive = alive;
+        #[cfg(test)]
+        let run = faults::panic_when_told(run);
+        run.await;
+    })
+}
+
+/// Held by the source's task; dropped when it ends, also by unwinding. An end that `cancel`
+/// did not ask for marks the source down.
+struct Alive(CancellationToken);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        if !self.0.is_cancelled() {
+            crate::telemetry::metrics().set_source_down();
+        }
+    }
+}
+
+/// A fault the unit tests inject into the real source task (compiled only for them): a panic
+/// in the middle of its run, as a bug in a source or a library would cause.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::future::Future;
+
+    use tokio::sync::Notify;
+
+    static PANIC: Notify = Notify::const_new();
+
+    /// Makes the source task that is running (or the next one started) panic.
+    pub(crate) fn panic_source() {
+        PANIC.notify_one();
+    }
+
+    pub(super) async fn panic_when_told(run: impl Future<Output = ()>) {
+        tokio::select! {
+            () = run => {}
+            () = PANIC.notified() => panic!("fault injected by a test"),
+        }
     }
 }

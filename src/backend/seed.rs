@@ -75,6 +75,11 @@ fn restore(dir: &Path, max_stale: Option<Duration>) -> Option<Restored> {
             return None;
         }
     };
+    if restored.age_from_mtime {
+        warn!(
+            "On-disk catalog written by an earlier version: its age is the file's modification time until the next write."
+        );
+    }
     let age = SystemTime::now().duration_since(restored.confirmed).unwrap_or_default();
     match max_stale {
         Some(max) if age > max => {

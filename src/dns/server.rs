@@ -210,7 +210,7 @@ pub fn start(bound: Vec<Bound>, shared: &Shared) -> io::Result<Running> {
         }
         let listener = TcpListener::from_std(b.tcp)?;
         let (shared, cancel, connections) = (shared.clone(), cancel.clone(), Arc::clone(&connections));
-        tasks.push(tokio::spawn(accept_loop(listener, shared, cancel, connections)));
+        tasks.push(crate::supervise::spawn("tcp_accept", accept_loop(listener, shared, cancel, connections)));
     }
     Ok(Running { stop, threads, tasks, cancel, connections })
 }

@@ -18,6 +18,8 @@ use serde::Serialize;
 pub enum NotReady {
     /// SIGTERM arrived; the daemon is draining.
     Stopping,
+    /// The catalog source's task is not running (it panicked): nothing follows the source.
+    SourceDown,
     /// No synced snapshot yet.
     NotSynced,
     /// A live source has not been read yet; only its static seed is served.
@@ -35,6 +37,7 @@ impl NotReady {
     fn reason(self) -> &'static str {
         match self {
             NotReady::Stopping => "stopping",
+            NotReady::SourceDown => "source not running",
             NotReady::NotSynced => "not synced",
             NotReady::ServingSeed => "not synced: serving the static seed",
             NotReady::NeverConfirmed => "no successful sync yet",
@@ -48,6 +51,8 @@ impl NotReady {
 pub struct Facts {
     /// The process is stopping.
     pub stopping: bool,
+    /// The catalog source's task ended while the process was not stopping.
+    pub source_down: bool,
     /// The snapshot being served is synced.
     pub synced: bool,
     /// A live source not read yet: what stands in for it.
@@ -80,6 +85,9 @@ impl Facts {
 pub fn readiness(facts: &Facts) -> Result<(), NotReady> {
     if facts.stopping {
         return Err(NotReady::Stopping);
+    }
+    if facts.source_down {
+        return Err(NotReady::SourceDown);
     }
     if !facts.synced {
         return Err(NotReady::NotSynced);
@@ -137,7 +145,8 @@ mod tests {
     fn readiness_table() {
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
-        let ready = Facts { stopping: false, synced: true, seed: None, as_of: Some(now), max_age: None, now };
+        let ready =
+            Facts { stopping: false, source_down: false, synced: true, seed: None, as_of: Some(now), max_age: None, now };
         let cases = [
             ("synced, no limit", ready, Ok(())),
             ("synced, never confirmed, no limit", Facts { as_of: None, ..ready }, Ok(())),
@@ -145,6 +154,7 @@ mod tests {
             ("stopping", Facts { stopping: true, ..ready }, Err(NotReady::Stopping)),
             ("only the static seed", Facts { seed: Some(Seed::Static), ..ready }, Err(NotReady::ServingSeed)),
             ("restored from disk", Facts { seed: Some(Seed::Restored), ..ready }, Ok(())),
+            ("source down", Facts { source_down: true, ..ready }, Err(NotReady::SourceDown)),
             ("young enough", Facts { as_of: Some(now - hour), max_age: Some(2 * hour), ..ready }, Ok(())),
             (
                 "too old",

@@ -181,6 +181,7 @@ fn ready(state: &State) -> Reply {
     };
     let facts = health::Facts {
         stopping: state.metrics.is_stopping(),
+        source_down: state.metrics.is_source_down(),
         synced: snapshot.is_synced(),
         seed,
         as_of,

@@ -116,7 +116,24 @@ pub const FAMILIES: &[Family] = &[
         "Entries of a catalog source left out because DNS cannot serve them; the rest was published.",
     ),
     family("consul_dns_config_reloads_total", Kind::Counter, &["result"], "Configuration reloads (SIGHUP), by result."),
+    family(
+        "consul_dns_log_write_failures_total",
+        Kind::Counter,
+        &[],
+        "Log lines dropped because writing them failed (e.g. the reader of stderr went away).",
+    ),
+    family(
+        "consul_dns_task_failures_total",
+        Kind::Counter,
+        &["task"],
+        "Background tasks that panicked or ended on their own; the process then exits non-zero.",
+    ),
 ];
+
+/// The background tasks whose failures are counted (`task` label of
+/// `consul_dns_task_failures_total`), exported at 0 from the start.
+pub const TASKS: [&str; 7] =
+    ["source", "http", "consul_watch", "consul_fetch", "db_listen", "forward_relay", "tcp_accept"];
 
 /// A catalog source, the `backend` label: the running source names itself (`file`, `consul`,
 /// ...); telemetry keeps no list of them.
@@ -193,6 +210,9 @@ pub struct Metrics {
     sync_failures: Mutex<Vec<(Backend, &'static str, u64)>>,
     reloads: [AtomicU64; 2],
     stopping: AtomicBool,
+    log_write_failures: AtomicU64,
+    task_failures: [AtomicU64; TASKS.len()],
+    source_down: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -223,6 +243,9 @@ impl Metrics {
             sync_failures: Mutex::new(Vec::new()),
             reloads: [const { AtomicU64::new(0) }; 2],
             stopping: AtomicBool::new(false),
+            log_write_failures: AtomicU64::new(0),
+            task_failures: [const { AtomicU64::new(0) }; TASKS.len()],
+            source_down: AtomicBool::new(false),
         }
     }
 
@@ -329,6 +352,33 @@ impl Metrics {
         self.stopping.load(Relaxed)
     }
 
+    /// Counts a log line that could not be written and was dropped.
+    pub fn log_write_failed(&self) {
+        self.log_write_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Log lines dropped so far.
+    pub fn log_write_failures(&self) -> u64 {
+        self.log_write_failures.load(Relaxed)
+    }
+
+    /// Counts a background task (one of [`TASKS`]) that panicked or ended on its own.
+    pub fn task_failed(&self, task: &str) {
+        if let Some(at) = TASKS.iter().position(|t| *t == task) {
+            self.task_failures[at].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Marks the catalog source's task as gone: readiness fails from now on.
+    pub fn set_source_down(&self) {
+        self.source_down.store(true, Relaxed);
+    }
+
+    /// Whether the catalog source's task ended before the process began stopping.
+    pub fn is_source_down(&self) -> bool {
+        self.source_down.load(Relaxed)
+    }
+
     /// When the served catalog was last known to match its source: the last successful read
     /// by a backend, or the save time of a snapshot restored from disk.
     pub fn catalog_as_of(&self) -> Option<SystemTime> {
@@ -368,6 +418,10 @@ impl Metrics {
         self.render_sync(&mut w);
         for (result, count) in ["success", "failure"].iter().zip(&self.reloads) {
             w.sample("consul_dns_config_reloads_total", &[("result", result)], count.load(Relaxed));
+        }
+        w.sample("consul_dns_log_write_failures_total", &[], self.log_write_failures.load(Relaxed));
+        for (task, count) in TASKS.iter().zip(&self.task_failures) {
+            w.sample("consul_dns_task_failures_total", &[("task", task)], count.load(Relaxed));
         }
         out
     }
@@ -527,6 +581,8 @@ mod tests {
         metrics.sync_failure_reasons(Backend("file"), &["read", "parse"]);
         metrics.sync_read(Backend("file"), SystemTime::now());
         metrics.published(Backend("file"));
+        metrics.log_write_failed();
+        metrics.task_failed("source");
         let text = metrics.render(CatalogGauges { services: 2, instances: 5, nodes: 3, serial: 7 }, SystemTime::now());
         for line in [
             "consul_dns_dns_requests_total{proto=\"udp\",qtype=\"A\"} 2",
@@ -543,6 +599,9 @@ mod tests {
             "consul_dns_config_reloads_total{result=\"success\"} 1",
             "consul_dns_catalog_instances 5",
             "consul_dns_catalog_serial 7",
+            "consul_dns_log_write_failures_total 1",
+            "consul_dns_task_failures_total{task=\"source\"} 1",
+            "consul_dns_task_failures_total{task=\"http\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -12,6 +12,7 @@
 //! Must not be imported by `catalog`; the DNS hot path only touches [`dns::WorkerCounters`].
 
 pub mod dns;
+mod log;
 pub mod metrics;
 
 use std::fmt::Display;
@@ -49,11 +50,16 @@ pub fn check_log_level(log_level: &str) -> Result<(), String> {
 
 /// Installs the global subscriber, filtered by `log_level` (or `RUST_LOG` when set, for ad-hoc
 /// debugging); the filter can be replaced later ([`set_log_level`]). Fails on a malformed
-/// filter.
+/// filter. A line that cannot be written (stderr's reader went away) is dropped and counted,
+/// never a panic (see [`log`]); the subscriber's own report of a failed write, which would go
+/// to that same stderr and panic, is off.
 pub fn init(log_level: &str, format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_new(rust_log().unwrap_or_else(|| log_level.to_owned()))
         .map_err(|e| format!("log_level {log_level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(log::Stderr::new(&METRICS))
+        .log_internal_errors(false);
     let set: SetFilter = match format {
         LogFormat::Text => {
             let builder = builder.with_ansi(std::io::stderr().is_terminal()).with_filter_reloading();

@@ -295,11 +295,22 @@ fn restart_with_consul_unreachable_answers_from_the_on_disk_snapshot() {
     assert!(d.log().contains("Catalog restored from disk"), "{}", d.log());
     assert!(d.log().contains("max_stale is not set"), "a warning without max_stale:\n{}", d.log());
 
-    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
-    std::fs::File::options().write(true).open(&file).unwrap().set_modified(old).unwrap();
+    // Two hours old, as the file says (its modification time is not its age).
+    let saved = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let saved_ms = saved.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    doc["saved_at"] = saved_ms.into();
+    std::fs::write(&file, doc.to_string()).unwrap();
+    std::fs::remove_file(state.path().join("catalog.json.confirmed")).unwrap();
     let strict = start(&fake, &["--state-dir", &dir, "--max-stale", "1h"]);
     assert_eq!(rcode(&strict, "web.service.consul"), SERVFAIL, "--max-stale 1h refuses a 2 h old catalog");
     assert!(strict.log().contains("older than max_stale"), "{}", strict.log());
+    drop(strict);
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(&file, copy.path().join("catalog.json")).unwrap();
+    let copied = start(&fake, &["--state-dir", &copy.path().display().to_string(), "--max-stale", "1h"]);
+    assert_eq!(rcode(&copied, "web.service.consul"), SERVFAIL, "a fresh copy of a 2 h old catalog is 2 h old");
+    drop(copied);
     let lenient = start(&fake, &["--state-dir", &dir, "--max-stale", "3h"]);
     assert_eq!(rdata(&lenient, "web.service.consul", RecordType::A).len(), 2, "--max-stale 3h serves it");
     fake.resume_listening();

@@ -32,7 +32,7 @@
 //! # Invariants and failure behaviour
 //! - Nothing is published from a failed read. A watch that fails keeps its index, logs once,
 //!   counts the failure by reason in the metrics ([`crate::telemetry`]), and retries with jittered exponential
-//!   backoff (100 ms → 30 s); a failed service read is retried the same way. DNS keeps
+//!   backoff (100 ms → 2 s); a failed service read is retried the same way. DNS keeps
 //!   answering the last good snapshot: a known service never turns into NXDOMAIN because
 //!   Consul is down, slow or answers garbage (docs/behaviour.md K13).
 //! - Index rules H3.6: backwards → 0 and read again at once; 0 → 1; same → unchanged. A token

@@ -99,7 +99,8 @@ impl Syncer {
             self.store.add_dc(dc, set);
             for topic in Topic::ALL {
                 let events = self.events.0.clone();
-                tokio::spawn(watch::run(self.client.clone(), dc.clone(), topic, events, cancel.child_token()));
+                let watch = watch::run(self.client.clone(), dc.clone(), topic, events, cancel.child_token());
+                crate::supervise::spawn("consul_watch", watch);
             }
         }
         self.forget_unserved(&served);
@@ -309,7 +310,7 @@ impl Syncer {
             let Some(key) = fetches.first.pop_first().or_else(|| fetches.queue.pop_first()) else { break };
             fetches.in_flight.insert(key.clone());
             let (client, events, cancel) = (self.client.clone(), self.events.0.clone(), cancel.clone());
-            tokio::spawn(async move {
+            crate::supervise::spawn("consul_fetch", async move {
                 let (dc, service) = key;
                 let read = read_health(&client, &dc, &service);
                 let result = tokio::select! {

@@ -14,10 +14,11 @@ use super::{Event, SyncError};
 use crate::backend::backoff::{Backoff, RateLimit};
 use crate::backend::failure::Failure;
 
-/// Retry delays after errors: 100 ms doubling to 30 s, +50% jitter (H3.7).
-pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Retry delays after errors: 100 ms doubling to 2 s, +50% jitter (H3.7's doubling, capped
+/// low so a Consul that is back is seen within seconds; see `backoff::SOURCE_RETRY_MAX`).
+pub const BACKOFF_MIN: Duration = crate::backend::backoff::SOURCE_RETRY_MIN;
 /// The backoff cap.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub const BACKOFF_MAX: Duration = crate::backend::backoff::SOURCE_RETRY_MAX;
 /// Rounds a churning watch may run back to back…
 pub const CHURN_BURST: u32 = 4;
 /// …then one per this interval: the longest a change waits behind churn.

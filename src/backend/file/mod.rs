@@ -62,21 +62,26 @@ pub fn build(
     Ok((snapshot, version))
 }
 
-/// What identifies one version of the file without reading it.
+/// What identifies one version of the file without reading it. The status-change time is in
+/// it so that a file made unreadable or readable again (chmod, chown) is read again too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
+    changed: (i64, i64),
 }
 
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    let (inode, changed) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.ino(), (meta.ctime(), meta.ctime_nsec()))
+    };
     #[cfg(not(unix))]
-    let inode = 0;
-    Some(Fingerprint { modified: meta.modified().ok(), len: meta.len(), inode })
+    let (inode, changed) = (0, (0, 0));
+    Some(Fingerprint { modified: meta.modified().ok(), len: meta.len(), inode, changed })
 }
 
 fn version_of(source: &CatalogSource) -> Option<Fingerprint> {

@@ -123,7 +123,7 @@ async fn listen(settings: &DatabaseSettings) -> Option<PgListener> {
 /// the probe loop so that no notification is lost to a cancelled read.
 fn spawn_listener(settings: DatabaseSettings, cancel: CancellationToken) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
+    crate::supervise::spawn("db_listen", async move {
         loop {
             if let Some(mut listener) = listen(&settings).await {
                 let _ = tx.try_send(()); // changes made while it was not listening

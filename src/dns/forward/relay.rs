@@ -59,7 +59,8 @@ impl UdpRelay {
         in_flight: usize,
     ) -> (UdpRelay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue);
-        (UdpRelay { jobs: tx }, tokio::spawn(dispatch(rx, forwarder, settings, cancel, in_flight)))
+        let dispatch = dispatch(rx, forwarder, settings, cancel, in_flight);
+        (UdpRelay { jobs: tx }, crate::supervise::spawn("forward_relay", dispatch))
     }
 
     /// Queues `packet` from `peer`; its reply will leave from `socket`. `false` when the queue

@@ -37,7 +37,14 @@ impl Daemon {
     /// Recursion is off unless `args` give `--recursor` or `--resolv-conf`: the host's own
     /// resolv.conf would make answers depend on the machine.
     pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> Daemon {
-        let catalog = dir.path().join("services.toml");
+        let http_off = args.windows(2).any(|w| w[0] == "--http" && w[1] == "off");
+        let command = Daemon::command(dir.path(), args);
+        Daemon::spawn(command, dir, http_off)
+    }
+
+    /// The command line [`Daemon::start_in`] runs in `dir`, not started yet.
+    pub fn command(dir: &Path, args: &[&str]) -> Command {
+        let catalog = dir.join("services.toml");
         let mut command = Command::new(binary());
         command.args(["--listen", "127.0.0.1:0", "--udp-workers", "2", "--log-level", "info,consul_dns=debug"]);
         if !["--static", "--consul", "--database-url", "--etcd"].iter().any(|a| args.contains(a)) {
@@ -46,9 +53,8 @@ impl Daemon {
         if !args.contains(&"--http") {
             command.args(["--http", "127.0.0.1:0"]);
         }
-        let http_off = args.windows(2).any(|w| w[0] == "--http" && w[1] == "off");
         if !args.contains(&"--resolv-conf") {
-            let empty = dir.path().join("resolv.conf");
+            let empty = dir.join("resolv.conf");
             std::fs::write(&empty, "").unwrap();
             command.arg("--resolv-conf").arg(&empty);
         }
@@ -58,7 +64,7 @@ impl Daemon {
             command.env_remove(var); // the machine's Consul settings must not leak into tests
         }
         command.args(args).env_remove("RUST_LOG");
-        Daemon::spawn(command, dir, http_off)
+        command
     }
 
     /// Starts a prepared command line (e.g. under `ip netns exec`) and waits for its

@@ -35,6 +35,11 @@ pub enum Fault {
     Truncated,
     /// 200 with JSON of the wrong shape.
     WrongShape,
+    /// 200 with a body that is not JSON at all (a proxy's HTML error page).
+    Garbage,
+    /// Every connection is closed without an answer, open ones included (a proxy or agent
+    /// crashing mid-request).
+    Hangup,
     /// Every read answered at once with `X-Consul-Index: 0` (some versions send it for empty
     /// results), the body correct.
     IndexZero,
@@ -140,6 +145,7 @@ pub struct FakeConsul {
     state: Arc<Mutex<State>>,
     version: watch::Sender<u64>,
     listening: watch::Sender<bool>,
+    hangup: watch::Sender<bool>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -177,7 +183,8 @@ impl FakeConsul {
         let state = Arc::new(Mutex::new(state));
         let (version, _) = watch::channel(0);
         let (listening, _) = watch::channel(true);
-        let fake = FakeConsul { addr, state, version, listening, runtime: Some(runtime) };
+        let (hangup, _) = watch::channel(false);
+        let fake = FakeConsul { addr, state, version, listening, hangup, runtime: Some(runtime) };
         fake.serve(listener);
         fake
     }
@@ -188,8 +195,8 @@ impl FakeConsul {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let (state, version, mut listening) =
-            (Arc::clone(&self.state), self.version.clone(), self.listening.subscribe());
+        let (state, version, mut listening, hangup) =
+            (Arc::clone(&self.state), self.version.clone(), self.listening.subscribe(), self.hangup.subscribe());
         let writer = agent::Writer { state: Arc::clone(&self.state), version: self.version.clone() };
         let runtime = self.runtime.as_ref().unwrap();
         runtime.spawn(async move {
@@ -200,6 +207,7 @@ impl FakeConsul {
                 };
                 let Ok((stream, _)) = accepted else { continue };
                 let (state, version, mut stop) = (Arc::clone(&state), version.clone(), listening.clone());
+                let mut hangup = hangup.clone();
                 let writer = writer.clone();
                 tokio::spawn(async move {
                     let service =
@@ -209,6 +217,7 @@ impl FakeConsul {
                     tokio::select! {
                         _ = conn => {}
                         _ = stop.wait_for(|on| !on) => {} // drops the connection
+                        _ = hangup.wait_for(|on| *on) => {} // closes it unanswered
                     }
                 });
             }
@@ -332,12 +341,14 @@ impl FakeConsul {
 
     /// Applies a fault to every read until [`FakeConsul::clear_fault`].
     pub fn set_fault(&self, fault: Fault) {
+        self.hangup.send_replace(fault == Fault::Hangup);
         self.lock().fault = Some(fault);
         self.version.send_modify(|v| *v += 1); // held queries answer with the fault
     }
 
     /// Ends the fault.
     pub fn clear_fault(&self) {
+        self.hangup.send_replace(false);
         self.lock().fault = None;
     }
 
@@ -739,6 +750,7 @@ fn respond(status: u16, body: Value, index: Option<u64>, fault: Option<Fault>, s
         Some(Fault::WrongShape) => {
             bytes = if body.is_array() { br#"{"Unexpected": true}"#.to_vec() } else { b"[1, 2, 3]".to_vec() }
         }
+        Some(Fault::Garbage) => bytes = b"<html><body><h1>502 Bad Gateway</h1></body></html>".to_vec(),
         _ => {}
     }
     let mut builder = Response::builder()
