@@ -18,6 +18,7 @@ mod kong;
 mod layout;
 mod ops;
 mod oracle;
+mod protocol;
 mod readme;
 mod rehearsal;
 mod reload;
