@@ -23,5 +23,6 @@ mod readme;
 mod rehearsal;
 mod reload;
 mod robustness;
+mod rrl;
 mod spec;
 mod support;
