@@ -194,3 +194,19 @@ fn s3_4_a_consul_address_that_only_looks_like_an_ip_is_skipped_and_counted() {
     assert!(skipped >= 2.0, "the node and the instance are counted as skipped: {skipped}");
     assert!(d.log().contains("looks like an IP address but is not one"), "the reason is logged:\n{}", d.log());
 }
+
+#[test]
+fn s7_1_udp_answers_never_exceed_max_udp_size_whatever_the_client_asks() {
+    let catalog = crate::support::big_catalog("big", 200);
+    for (max, args) in [(1232, vec![]), (4000, vec!["--max-udp-size", "4000"])] {
+        let d = Daemon::start(&catalog, &args);
+        for asked in [512, 1232, 4096, 65535] {
+            let reply = query_udp(d.addr, "big.service.consul", RecordType::SRV, Some(asked));
+            let budget = usize::from(asked).clamp(512, max);
+            assert!(reply.size <= budget, "asked {asked}, max {max}: {} bytes", reply.size);
+            assert!(reply.truncated(), "200 SRV records never fit: TC (asked {asked})");
+        }
+        let over_tcp = crate::support::query_tcp(d.addr, "big.service.consul", RecordType::SRV);
+        assert_eq!(over_tcp.answers().len(), 200, "TCP has it all");
+    }
+}
