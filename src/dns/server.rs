@@ -12,6 +12,10 @@
 //! the [`UdpRelay`] (or, when that is full, sends the SERVFAIL `respond` prepared). A TCP
 //! connection awaits the [`Forwarder`] in place.
 //!
+//! Every UDP reply a worker is about to send is screened by the response-rate limit
+//! ([`crate::dns::rrl`]) with the batch's clock reading: sent, slipped (cut to header and
+//! question with TC) or dropped. TCP replies are not rate limited.
+//!
 //! Metrics: each UDP worker counts into its own shard ([`crate::telemetry::dns`]) and reads the
 //! clock twice per batch, after `recvmmsg` and after `sendmmsg`; every reply of a batch is
 //! observed with the batch's time, which is the time its query spent in the server. Sampled
