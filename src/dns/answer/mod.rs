@@ -4,7 +4,8 @@
 //! The policies live here once: which rcode for which situation (S11), AA/RA (S1.5), the size
 //! budget (S7.1, S7.4), the answer-count cut (S7.2), TC whenever answer records were dropped
 //! (S7.5 as S15 recommends), SOA on every negative answer (S5.6), and which questions go to
-//! the recursors (S1.4, S3.8) for which clients ([`Access`], S15).
+//! the recursors (S1.4, S3.8) for which clients ([`Access`], S15) — only questions in class
+//! IN with RD set; CHAOS questions (S8.4) and zone transfers (S8.5) are settled here.
 
 mod chaos;
 mod names;
