@@ -14,7 +14,7 @@
 # then the differences against `off`. Exit 2 when valgrind or dnsperf is missing.
 set -euo pipefail
 
-bin=target/release/consul-dns queries=5000 port=25453
+bin=target/release/consul-dns queries=5000 port=26853
 die() { echo "bench/rrl_cost.sh: $*" >&2; exit 2; }
 while (($#)); do
   case $1 in
@@ -30,8 +30,10 @@ for tool in valgrind callgrind_annotate dnsperf; do
 done
 [[ -x $bin ]] || die "$bin is missing: cargo build --release first"
 
+ss -Hlun "sport = :$port" | grep -q . && die "UDP port $port is busy: choose another with --port"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+pid=""
+trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 cat >"$work/services.toml" <<'EOF'
 [[nodes]]
 name = "n1"
@@ -59,19 +61,20 @@ run() { # mode rate slip
     "$bin" --static "$work/services.toml" --listen "127.0.0.1:$port" --http off --recursor none \
     --udp-workers 1 --log-level info --rrl-responses-per-sec "$rate" --rrl-slip "$slip" --rrl-exempt 192.0.2.0/24 \
     2>"$work/valgrind.$mode" &
-  local pid=$!
+  pid=$!
   local ready=""
-  for _ in $(seq 1 600); do # wait for the listening line, so no probe query is counted
+  for _ in $(seq 1 3000); do # wait for the listening line, so no probe query is counted
     if grep -q "DNS listening." "$work/valgrind.$mode"; then
       ready=1
       break
     fi
     sleep 0.1
   done
-  [[ -n $ready ]] || die "consul-dns under valgrind did not start; see $work/valgrind.$mode"
+  [[ -n $ready ]] || { tail -5 "$work/valgrind.$mode" >&2; die "consul-dns under valgrind did not start"; }
   dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries" -n $((queries / 2)) -c 1 -q 1 -t 5 >"$work/dnsperf.$mode"
   kill -TERM "$pid"
   wait "$pid" || true
+  pid=""
   local ir
   ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
   per_query[$mode]=$((ir / queries))
