@@ -16,6 +16,8 @@ pub const MAX_LABEL_LEN: usize = 63;
 pub const PTR_TO_QNAME: [u8; 2] = [0xC0, HEADER_LEN as u8];
 /// Class IN.
 pub const CLASS_IN: u16 = 1;
+/// Class CHAOS (RFC 1035), where servers are asked who they are (`version.bind`).
+pub const CLASS_CH: u16 = 3;
 /// Largest DNS message (the TCP length prefix is 16 bits).
 pub const MAX_MESSAGE_LEN: usize = 65_535;
 /// The classic UDP payload limit for clients without EDNS (RFC 1035 §4.2.1).

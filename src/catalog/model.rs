@@ -48,17 +48,42 @@ pub enum Address {
     Host(String),
 }
 
+/// Why a catalog's address cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AddressError {
+    /// Nothing (or only spaces).
+    #[error("the address is empty")]
+    Empty,
+    /// Digits and dots (or colons) that are no IP address: a typo, never a hostname.
+    #[error(
+        "address {0:?} looks like an IP address but is not one (IPv4 is four numbers 0-255 without \
+         leading zeros; IPv6 as in RFC 4291)"
+    )]
+    InvalidIp(String),
+}
+
 impl Address {
-    /// Parses an address as Consul stores it: an IP literal, or else a hostname.
-    pub fn parse(text: &str) -> Option<Address> {
+    /// Parses an address as Consul stores it: an IP literal, or else a hostname. Text that
+    /// can only be meant as an IP (`999.1.1.1`, `10.0.0`, `fe80::zz`) is an error, not a
+    /// hostname to answer with a CNAME.
+    pub fn check(text: &str) -> Result<Address, AddressError> {
         let text = text.trim();
         if text.is_empty() {
-            return None;
+            return Err(AddressError::Empty);
         }
-        match text.parse::<IpAddr>() {
-            Ok(ip) => Some(Address::Ip(ip)),
-            Err(_) => Some(Address::Host(text.trim_end_matches('.').to_ascii_lowercase())),
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Address::Ip(ip));
         }
+        let dotted_numbers = text.trim_end_matches('.').bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if dotted_numbers || text.contains(':') {
+            return Err(AddressError::InvalidIp(text.to_owned()));
+        }
+        Ok(Address::Host(text.trim_end_matches('.').to_ascii_lowercase()))
+    }
+
+    /// [`Address::check`], for callers that leave out what is not an address.
+    pub fn parse(text: &str) -> Option<Address> {
+        Address::check(text).ok()
     }
 
     /// The IP, if this is one.
@@ -371,6 +396,13 @@ mod tests {
         assert_eq!(Address::parse("::1"), Some(Address::Ip("::1".parse().unwrap())));
         assert_eq!(Address::parse("Db.Example.COM."), Some(Address::Host("db.example.com".into())));
         assert_eq!(Address::parse("  "), None);
+        for typo in ["999.1.1.1", "10.0.0", "10.0.0.01", "1.2.3.4.5", "256.0.0.1.", "fe80::zz", "::1::2"] {
+            let err = Address::check(typo).unwrap_err();
+            assert_eq!(err, AddressError::InvalidIp(typo.into()));
+            assert!(err.to_string().contains("looks like an IP address but is not one"), "{err}");
+        }
+        assert_eq!(Address::check(" "), Err(AddressError::Empty));
+        assert_eq!(Address::check("10.example"), Ok(Address::Host("10.example".into())), "a name with a digit label");
     }
 
     #[test]

@@ -250,6 +250,37 @@ keys! {
     /// The address --ns-name answers with
     #[arg(long, value_name = "IP")]
     ns_address: std::net::IpAddr = "ns_address" by parse,
+
+    /// What version.bind (class CHAOS) answers, up to 255 printable characters; unset =
+    /// REFUSED, as every other CHAOS question [default: unset]
+    #[arg(long, value_name = "TEXT")]
+    chaos_version: String = "chaos_version" by text,
+
+    /// UDP responses per second to one client network (rrl_ipv4_prefix, rrl_ipv6_prefix),
+    /// with one second's worth as burst; 0 turns rate limiting off [default: 1000]
+    #[arg(long, value_name = "N")]
+    rrl_responses_per_sec: Bounded<0, 1000000> = "rrl_responses_per_sec" by parse,
+
+    /// Every Nth response over the rate goes out truncated (TC, no records) so real clients
+    /// retry over TCP; the others are dropped; 0 = drop all [default: 2]
+    #[arg(long, value_name = "N")]
+    rrl_slip: Bounded<0, 100> = "rrl_slip" by parse,
+
+    /// Prefix length that makes one IPv4 client network for rate limiting [default: 24]
+    #[arg(long, value_name = "BITS")]
+    rrl_ipv4_prefix: Bounded<8, 32> = "rrl_ipv4_prefix" by parse,
+
+    /// Prefix length that makes one IPv6 client network for rate limiting [default: 56]
+    #[arg(long, value_name = "BITS")]
+    rrl_ipv6_prefix: Bounded<16, 128> = "rrl_ipv6_prefix" by parse,
+
+    /// Network (CIDR or address) never rate limited, repeatable [default: loopback]
+    #[arg(long, value_name = "CIDR")]
+    rrl_exempt: Vec<Cidr> = "rrl_exempt" by parse_list,
+
+    /// Never rate limit the clients allow_recursion lets in [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    rrl_exempt_recursion: bool = "rrl_exempt_recursion" by parse_bool,
 }
 
 fn parse<T: std::str::FromStr>(value: &str) -> Result<T, String>

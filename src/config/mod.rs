@@ -209,6 +209,59 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Oldest on-disk catalog served at start-up; `None` = no limit.
     pub max_stale: Option<Duration>,
+    /// What `version.bind` answers; `None` = REFUSED.
+    pub chaos_version: Option<String>,
+    /// Response-rate limiting of UDP answers.
+    pub rrl: RrlConfig,
+}
+
+/// Response-rate limiting as configured (the `rrl_*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrlConfig {
+    /// Responses per second per client network; 0 = off.
+    pub responses_per_sec: u32,
+    /// Every Nth limited response is sent truncated; 0 = none.
+    pub slip: u32,
+    /// IPv4 prefix length of a client network.
+    pub ipv4_prefix: u8,
+    /// IPv6 prefix length of a client network.
+    pub ipv6_prefix: u8,
+    /// Networks never limited.
+    pub exempt: Vec<Cidr>,
+    /// Whether the clients that may recurse are never limited.
+    pub exempt_recursion: bool,
+}
+
+/// `rrl_responses_per_sec` when not set.
+pub const DEFAULT_RRL_RESPONSES_PER_SEC: u32 = 1000;
+/// `rrl_slip` when not set.
+pub const DEFAULT_RRL_SLIP: u32 = 2;
+/// `rrl_ipv4_prefix` when not set.
+pub const DEFAULT_RRL_IPV4_PREFIX: u32 = 24;
+/// `rrl_ipv6_prefix` when not set.
+pub const DEFAULT_RRL_IPV6_PREFIX: u32 = 56;
+
+impl RrlConfig {
+    fn from_layer(layer: &Layer) -> RrlConfig {
+        RrlConfig {
+            responses_per_sec: layer.rrl_responses_per_sec.map_or(DEFAULT_RRL_RESPONSES_PER_SEC, |n| n.0),
+            slip: layer.rrl_slip.map_or(DEFAULT_RRL_SLIP, |n| n.0),
+            ipv4_prefix: layer.rrl_ipv4_prefix.map_or(DEFAULT_RRL_IPV4_PREFIX, |n| n.0) as u8,
+            ipv6_prefix: layer.rrl_ipv6_prefix.map_or(DEFAULT_RRL_IPV6_PREFIX, |n| n.0) as u8,
+            exempt: layer.rrl_exempt.clone().unwrap_or_else(|| Cidr::loopback().to_vec()),
+            exempt_recursion: layer.rrl_exempt_recursion.unwrap_or(false),
+        }
+    }
+}
+
+/// `chaos_version` goes out as one TXT character-string: printable ASCII, at most 255 bytes.
+fn chaos_version(layer: &Layer) -> Result<Option<String>, ConfigError> {
+    let Some(text) = &layer.chaos_version else { return Ok(None) };
+    if text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        let message = "must be at most 255 printable ASCII characters".into();
+        return Err(ConfigError::Invalid { key: "chaos_version", message });
+    }
+    Ok(Some(text.clone()))
 }
 
 /// Loads the configuration. `config_file` is `--config`; `env` looks up environment
@@ -286,6 +339,8 @@ pub fn resolve(layer: Layer) -> Result<Config, ConfigError> {
 /// [`resolve`] with Consul's environment variables below our settings.
 pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, ConfigError> {
     let sources = source::resolve(&layer, consul_env)?;
+    let chaos_version = chaos_version(&layer)?;
+    let rrl = RrlConfig::from_layer(&layer);
     let domain = layer.domain.unwrap_or_else(|| DomainName::new("consul.").expect("a valid literal"));
     if layer.alt_domain.as_ref() == Some(&domain) {
         return Err(ConfigError::Invalid { key: "alt_domain", message: "must differ from domain".into() });
@@ -358,6 +413,8 @@ pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, Conf
         allow_query: layer.allow_query.unwrap_or_else(|| Cidr::any().to_vec()),
         state_dir: layer.state_dir,
         max_stale: layer.max_stale.map(|s| Duration::from_secs(s.0.into())),
+        chaos_version,
+        rrl,
     })
 }
 

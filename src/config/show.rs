@@ -218,6 +218,12 @@ pub fn defaults() -> super::Layer {
         translate_wan_addrs: Some(false),
         db_poll_interval: Some(Millis(super::database::DEFAULT_DB_POLL_INTERVAL)),
         etcd_prefix: Some(super::database::DEFAULT_ETCD_PREFIX.into()),
+        rrl_responses_per_sec: Some(Bounded(super::DEFAULT_RRL_RESPONSES_PER_SEC)),
+        rrl_slip: Some(Bounded(super::DEFAULT_RRL_SLIP)),
+        rrl_ipv4_prefix: Some(Bounded(super::DEFAULT_RRL_IPV4_PREFIX)),
+        rrl_ipv6_prefix: Some(Bounded(super::DEFAULT_RRL_IPV6_PREFIX)),
+        rrl_exempt: Some(Cidr::loopback().to_vec()),
+        rrl_exempt_recursion: Some(false),
         ..super::Layer::default()
     }
 }
@@ -235,6 +241,7 @@ pub fn unset_meaning(key: &str) -> &'static str {
         "consul_ca_cert" => "CONSUL_CACERT, else the built-in web roots",
         "datacenters" => "every datacenter Consul lists",
         "max_stale" => "no limit",
+        "chaos_version" => "no version: CHAOS questions are refused",
         _ => "none",
     }
 }

@@ -153,6 +153,13 @@ fn every_key_is_settable_from_env_and_file() {
         ("etcd_prefix", ("/dns/", "\"/dns/\"")),
         ("ns_name", ("ns.consul.", "\"ns.consul.\"")),
         ("ns_address", ("127.0.0.1", "\"127.0.0.1\"")),
+        ("chaos_version", ("consul-dns", "\"consul-dns\"")),
+        ("rrl_responses_per_sec", ("50", "50")),
+        ("rrl_slip", ("3", "3")),
+        ("rrl_ipv4_prefix", ("32", "32")),
+        ("rrl_ipv6_prefix", ("64", "64")),
+        ("rrl_exempt", ("10.0.0.0/8,::1", "[\"10.0.0.0/8\", \"::1\"]")),
+        ("rrl_exempt_recursion", ("true", "true")),
     ]
     .into();
     assert_eq!(samples.len(), KEYS.len());

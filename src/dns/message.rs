@@ -229,10 +229,15 @@ fn parse_question_name(packet: &[u8], name: &mut LowerName) -> Option<usize> {
 }
 
 /// Walks the answer and authority records (skipped) and the additional ones, returning the OPT
-/// record's contents. `None` means malformed: a truncated record or a second OPT.
+/// record's contents. `None` means malformed: a truncated record, an OPT outside the
+/// additional section, or a second OPT (RFC 6891 §6.1.1).
 fn parse_records(packet: &[u8], mut at: usize, skipped: u16, additional: u16) -> Option<Option<Edns>> {
     for _ in 0..skipped {
-        at = skip_record(packet, at)?.0;
+        let (next, rtype, _) = skip_record(packet, at)?;
+        if rtype == rtype::OPT {
+            return None;
+        }
+        at = next;
     }
     let mut edns = None;
     for _ in 0..additional {
@@ -448,6 +453,22 @@ pub(crate) mod tests {
         two_opts.extend_from_slice(&opt);
         two_opts[11] = 2;
         assert!(parse(&two_opts).is_err());
+    }
+
+    #[test]
+    fn opt_outside_the_additional_section_is_formerr() {
+        let with_opt = query("a.consul", rtype::A, Some((1232, 0, &[])));
+        let opt = with_opt[with_opt.len() - 11..].to_vec();
+        for count_at in [7, 9] {
+            // the same OPT record, counted as an answer, then as an authority record
+            let mut packet = query("a.consul", rtype::A, None);
+            packet.extend_from_slice(&opt);
+            packet[count_at] = 1;
+            assert!(
+                matches!(parse(&packet), Err(Rejection::Reply { rcode: rcode::FORMERR, question_len }) if question_len > 0),
+                "OPT counted at byte {count_at}"
+            );
+        }
     }
 
     #[test]

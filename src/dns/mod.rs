@@ -10,6 +10,7 @@ pub mod answer;
 pub mod forward;
 pub mod message;
 pub mod name;
+pub mod rrl;
 pub mod server;
 pub mod udp_batch;
 
@@ -112,6 +113,10 @@ pub struct Settings {
     pub query_log: crate::telemetry::Sample,
     /// This daemon as the apex's NS when the catalog names no servers (S5.4).
     pub own_name_server: Option<OwnNameServer>,
+    /// What `version.bind` (class CHAOS) answers; `None` = REFUSED (S8.4).
+    pub chaos_version: Option<Box<str>>,
+    /// Response-rate limiting of UDP answers; `None` = off (S1.7).
+    pub rrl: Option<rrl::RateLimit>,
 }
 
 impl Settings {
@@ -148,6 +153,8 @@ impl Settings {
         settings.query_log = config.query_log_sample;
         // Checked when the configuration was read; a setting that no longer builds is left out.
         settings.own_name_server = config.own_name_server.as_ref().and_then(|s| OwnNameServer::new(s).ok());
+        settings.chaos_version = config.chaos_version.as_deref().map(Box::from);
+        settings.rrl = rrl::RateLimit::from_config(&config.rrl);
         settings
     }
 
@@ -169,6 +176,8 @@ impl Settings {
             acl: Acl::default(),
             query_log: crate::telemetry::Sample::default(),
             own_name_server: None,
+            chaos_version: None,
+            rrl: None,
         }
     }
 

@@ -12,6 +12,10 @@
 //! the [`UdpRelay`] (or, when that is full, sends the SERVFAIL `respond` prepared). A TCP
 //! connection awaits the [`Forwarder`] in place.
 //!
+//! Every UDP reply a worker is about to send is screened by the response-rate limit
+//! ([`crate::dns::rrl`]) with the batch's clock reading: sent, slipped (cut to header and
+//! question with TC) or dropped. TCP replies are not rate limited.
+//!
 //! Metrics: each UDP worker counts into its own shard ([`crate::telemetry::dns`]) and reads the
 //! clock twice per batch, after `recvmmsg` and after `sendmmsg`; every reply of a batch is
 //! observed with the batch's time, which is the time its query spent in the server. Sampled
@@ -42,6 +46,7 @@ use crate::dns::Settings;
 use crate::dns::answer::{Action, Scratch, Transport, respond};
 use crate::dns::forward::Forwarder;
 use crate::dns::forward::relay::UdpRelay;
+use crate::dns::rrl::{self, Limiter, Screened};
 use crate::dns::udp_batch::{BATCH, Batch};
 use crate::telemetry::{self, dns::Proto};
 
@@ -199,13 +204,15 @@ pub fn start(bound: Vec<Bound>, shared: &Shared) -> io::Result<Running> {
     let (relay, relay_task) =
         UdpRelay::start(Arc::clone(&shared.forwarder), Arc::clone(&shared.settings), cancel.clone());
     let mut tasks = vec![relay_task];
+    let rrl_table = Arc::new(rrl::Table::new()); // one per process: limits hold across workers
     for b in bound {
         info!(addr = %b.addr, udp_workers = b.udp.len(), "DNS listening.");
         for (i, socket) in b.udp.into_iter().enumerate() {
             let (shared, relay, stop) = (shared.clone(), relay.clone(), Arc::clone(&stop));
+            let limiter = Limiter::new(Arc::clone(&rrl_table));
             let handle = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_worker(socket, shared, relay, stop))?;
+                .spawn(move || udp_worker(socket, shared, relay, limiter, stop))?;
             threads.push(handle);
         }
         let listener = TcpListener::from_std(b.tcp)?;
@@ -250,8 +257,9 @@ impl Running {
 }
 
 /// One UDP worker: take a batch of queries, answer each from the current snapshot (or hand it
-/// to the relay for recursion), send the replies in one go. Nothing is allocated per packet.
-fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, stop: Arc<AtomicBool>) {
+/// to the relay for recursion), send the replies in one go, each screened by the rate limit
+/// (S1.7). Nothing is allocated per packet.
+fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, mut limiter: Limiter, stop: Arc<AtomicBool>) {
     let socket = Arc::new(socket); // shared with the relay tasks that answer from it
     let mut batch = Batch::new();
     let mut scratch = Scratch::default();
@@ -305,6 +313,18 @@ fn udp_worker(socket: UdpSocket, shared: Shared, relay: UdpRelay, stop: Arc<Atom
                     false
                 }
             };
+            let send = send
+                && match limiter.screen(settings.rrl.as_ref(), peer.ip(), client, started, reply) {
+                    Screened::Pass => true,
+                    Screened::Slipped => {
+                        counters.rate_limited(true);
+                        true
+                    }
+                    Screened::Dropped => {
+                        counters.rate_limited(false);
+                        false
+                    }
+                };
             if !settings.query_log.is_off() && settings.query_log.hit(&mut rng) {
                 sampled |= 1 << i;
             }

@@ -145,8 +145,15 @@ mod tests {
     fn readiness_table() {
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
-        let ready =
-            Facts { stopping: false, source_down: false, synced: true, seed: None, as_of: Some(now), max_age: None, now };
+        let ready = Facts {
+            stopping: false,
+            source_down: false,
+            synced: true,
+            seed: None,
+            as_of: Some(now),
+            max_age: None,
+            now,
+        };
         let cases = [
             ("synced, no limit", ready, Ok(())),
             ("synced, never confirmed, no limit", Facts { as_of: None, ..ready }, Ok(())),

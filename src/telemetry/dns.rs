@@ -141,6 +141,8 @@ pub struct DnsCounters {
     responses: [AtomicU64; RCODE_LABELS],
     truncated: AtomicU64,
     forwarded: AtomicU64,
+    /// Responses held back by rate limiting: dropped, slipped (sent empty with TC).
+    rate_limited: [AtomicU64; 2],
     /// Per bucket (not cumulative), the last one is `+Inf`.
     duration: [AtomicU64; DURATION_BUCKETS.len() + 1],
     duration_sum_nanos: AtomicU64,
@@ -155,6 +157,7 @@ impl DnsCounters {
             responses: [const { AtomicU64::new(0) }; RCODE_LABELS],
             truncated: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            rate_limited: [const { AtomicU64::new(0) }; 2],
             duration: [const { AtomicU64::new(0) }; DURATION_BUCKETS.len() + 1],
             duration_sum_nanos: AtomicU64::new(0),
         }
@@ -175,6 +178,7 @@ impl DnsCounters {
         sum(&mut total.duration, &self.duration);
         total.truncated += self.truncated.load(Relaxed);
         total.forwarded += self.forwarded.load(Relaxed);
+        sum(&mut total.rate_limited, &self.rate_limited);
         total.duration_sum_nanos += self.duration_sum_nanos.load(Relaxed);
     }
 }
@@ -190,6 +194,8 @@ pub struct DnsTotals {
     pub truncated: u64,
     /// Questions handed to the recursors.
     pub forwarded: u64,
+    /// Responses held back by rate limiting: dropped, slipped.
+    pub rate_limited: [u64; 2],
     /// Latency observations per bucket (not cumulative; the last is `+Inf`).
     pub duration: [u64; DURATION_BUCKETS.len() + 1],
     /// Sum of the observed latencies.
@@ -228,6 +234,12 @@ impl WorkerCounters {
     pub fn forwarded(&self, qtype: u16) {
         Self::bump(&self.0.requests[qtype_index(qtype)], 1);
         Self::bump(&self.0.forwarded, 1);
+    }
+
+    /// A response over its client's rate: dropped, or `slipped` out empty with TC.
+    #[inline]
+    pub fn rate_limited(&self, slipped: bool) {
+        Self::bump(&self.0.rate_limited[usize::from(slipped)], 1);
     }
 
     /// `replies` replies that took `elapsed` from receipt to send (one batch).

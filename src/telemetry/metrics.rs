@@ -68,6 +68,12 @@ pub const FAMILIES: &[Family] = &[
         "Responses with TC set because answer records did not fit.",
     ),
     family(
+        "consul_dns_dns_rate_limited_responses_total",
+        Kind::Counter,
+        &["action"],
+        "UDP responses over their client network's rate: dropped, or slipped (sent empty with TC).",
+    ),
+    family(
         "consul_dns_dns_request_duration_seconds",
         Kind::Histogram,
         &["proto"],
@@ -441,6 +447,10 @@ impl Metrics {
         }
         for (proto, t) in totals {
             w.sample("consul_dns_dns_truncated_responses_total", &[("proto", proto)], t.truncated);
+        }
+        let udp = &totals[0].1;
+        for (action, count) in ["dropped", "slipped"].iter().zip(udp.rate_limited) {
+            w.sample("consul_dns_dns_rate_limited_responses_total", &[("action", action)], count);
         }
         for (proto, t) in totals {
             w.histogram("consul_dns_dns_request_duration_seconds", proto, &t.duration, t.duration_sum_nanos);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::catalog::model::{Address, Health, Instance, Node, TaggedAddresses, Weights, is_dns_label, is_dns_name};
+use crate::catalog::model::{
+    Address, AddressError, Health, Instance, Node, TaggedAddresses, Weights, is_dns_label, is_dns_name,
+};
 
 /// `GET /v1/catalog/services`: service name → tags (H5.1).
 pub type ServiceList = BTreeMap<String, Option<Vec<String>>>;
@@ -248,8 +250,7 @@ impl WireNode {
             .then(|| self.tagged_addresses.as_ref().and_then(|m| m.get("wan")))
             .flatten()
             .filter(|a| !a.is_empty());
-        let address =
-            Address::parse(wan.unwrap_or(&self.address)).ok_or_else(|| format!("node {:?}: no address", self.name))?;
+        let address = Address::check(wan.unwrap_or(&self.address)).map_err(|e| format!("node {:?}: {e}", self.name))?;
         let meta = self.meta.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
         Ok(Node {
             name: self.name.clone(),
@@ -283,7 +284,11 @@ impl WireService {
             service: self.service.clone(),
             datacenter: datacenter.to_owned(),
             node: Some(node.to_owned()),
-            address: Address::parse(address),
+            address: match Address::check(address) {
+                Ok(address) => Some(address),
+                Err(AddressError::Empty) => None, // the node's address serves
+                Err(e) => return Err(format!("service {:?} instance {:?}: {e}", self.service, self.id)),
+            },
             tagged: TaggedAddresses {
                 ipv4: lookup(v4).and_then(|a| Address::parse(&a.address)),
                 ipv6: lookup(v6).and_then(|a| Address::parse(&a.address)),
@@ -392,6 +397,19 @@ mod tests {
         assert!(bad.to_member("dc1", "n1", AddressSet::Lan).is_err());
         let node: WireNode = serde_json::from_str(r#"{"Node": "bad node", "Address": "10.0.0.1"}"#).unwrap();
         assert!(node.to_model("dc1", AddressSet::Lan).is_err());
+    }
+
+    #[test]
+    fn an_address_that_looks_like_an_ip_but_is_not_one_is_skipped_with_a_sentence() {
+        let node: WireNode = serde_json::from_str(r#"{"Node": "n1", "Address": "999.1.1.1"}"#).unwrap();
+        let reason = node.to_model("dc1", AddressSet::Lan).unwrap_err();
+        assert!(reason.starts_with("node \"n1\": address \"999.1.1.1\" looks like an IP address"), "{reason}");
+        let service: WireService =
+            serde_json::from_str(r#"{"ID": "web-1", "Service": "web", "Address": "10.0.0.300"}"#).unwrap();
+        let reason = service.to_member("dc1", "n1", AddressSet::Lan).unwrap_err();
+        assert!(reason.contains("instance \"web-1\": address \"10.0.0.300\" looks like"), "{reason}");
+        let empty: WireService = serde_json::from_str(r#"{"ID": "web-2", "Service": "web", "Address": ""}"#).unwrap();
+        assert_eq!(empty.to_member("dc1", "n1", AddressSet::Lan).unwrap().instance.address, None, "node's address");
     }
 
     #[test]

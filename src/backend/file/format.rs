@@ -239,7 +239,7 @@ fn convert_node(
     if !is_dns_name(&name) {
         return Err(ModelError::InvalidNodeName(name).to_string());
     }
-    let address = Address::parse(&address).ok_or_else(|| format!("node {name:?}: address is empty"))?;
+    let address = Address::check(&address).map_err(|e| format!("node {name:?}: {e}"))?;
     Ok(Node {
         name,
         datacenter: datacenter.to_owned(),
@@ -264,7 +264,7 @@ fn convert_service<N>(
         return Err(format!("service {name:?}: node {node:?} is not defined in [[nodes]]"));
     }
     let address = match entry.address.as_deref() {
-        Some(text) => Some(Address::parse(text).ok_or_else(|| format!("service {name:?}: address is empty"))?),
+        Some(text) => Some(Address::check(text).map_err(|e| format!("service {name:?}: {e}"))?),
         None if entry.node.is_none() => return Err(format!("service {name:?}: needs a node or an address")),
         None => None,
     };
@@ -328,6 +328,8 @@ mod tests {
             ("[[services]]\nname = \"web\"\nport = 80\n", "line 2", "needs a node or an address"),
             ("[[services]]\nname = \"web\"\nport = 80\naddress = \"1.2.3.4\"\nhealth = \"sick\"\n", "line 5", "sick"),
             ("[[nodes]]\nname = \"a b\"\naddress = \"1.2.3.4\"\n", "line 2", "name must be"),
+            ("[[nodes]]\nname = \"n\"\naddress = \"999.1.1.1\"\n", "line 2", "\"999.1.1.1\" looks like an IP"),
+            ("[[services]]\nname = \"web\"\nport = 80\naddress = \"10.0.0\"\n", "line 2", "is not one"),
             (
                 "\n[[nodes]]\nname = \"n\"\naddress = \"1.1.1.1\"\n[[nodes]]\nname = \"N\"\naddress = \"1.1.1.2\"\n",
                 "line 6",

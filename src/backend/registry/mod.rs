@@ -164,7 +164,7 @@ fn convert_node(entry: NodeEntry, local_dc: &str) -> Result<Node, String> {
     if !is_dns_label(&datacenter) {
         return Err(format!("datacenter {datacenter:?} is not one DNS label"));
     }
-    let address = Address::parse(&entry.address).ok_or("the address is empty")?;
+    let address = Address::check(&entry.address).map_err(|e| e.to_string())?;
     Ok(Node {
         name: entry.name,
         datacenter,
@@ -190,7 +190,7 @@ fn convert_service(entry: ServiceEntry, local_dc: &str, nodes: &BTreeMap<String,
         None => local_dc.to_owned(),
     };
     let address = match entry.address.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
-        Some(text) => Address::parse(text),
+        Some(text) => Some(Address::check(text).map_err(|e| e.to_string())?),
         None if entry.node.is_none() => return Err("it has neither a node nor an address".into()),
         None => None,
     };

@@ -4,8 +4,10 @@
 //! The policies live here once: which rcode for which situation (S11), AA/RA (S1.5), the size
 //! budget (S7.1, S7.4), the answer-count cut (S7.2), TC whenever answer records were dropped
 //! (S7.5 as S15 recommends), SOA on every negative answer (S5.6), and which questions go to
-//! the recursors (S1.4, S3.8) for which clients ([`Access`], S15).
+//! the recursors (S1.4, S3.8) for which clients ([`Access`], S15) — only questions in class
+//! IN with RD set; CHAOS questions (S8.4) and zone transfers (S8.5) are settled here.
 
+mod chaos;
 mod names;
 mod service;
 mod writer;
@@ -15,7 +17,7 @@ use crate::dns::Settings;
 use crate::dns::acl::Access;
 use crate::dns::message::{LowerName, Rejection, Request};
 use crate::dns::name::{DomainName, Query, classify};
-use crate::wire::{CLASS_IN, CLASSIC_UDP_LEN, HEADER_LEN, MAX_MESSAGE_LEN, flag, rcode, rtype};
+use crate::wire::{CLASS_CH, CLASS_IN, CLASSIC_UDP_LEN, HEADER_LEN, MAX_MESSAGE_LEN, flag, rcode, rtype};
 use writer::{Section, Soa, Writer};
 
 /// The transport a query came over, which sets the size budget.
@@ -158,7 +160,9 @@ pub fn answer(
     let reply = match req.edns {
         Some(edns) if edns.version > 0 => Reply { rcode: rcode::BADVERS, authoritative: false, truncated: false },
         _ if client == Access::Refused => Reply { rcode: rcode::REFUSED, authoritative: false, truncated: false },
-        _ if recursion && forwarded(&ctx, classified.query) => {
+        _ if req.qclass == CLASS_CH => chaos::answer(req, settings, &mut w),
+        _ if matches!(req.qtype, rtype::AXFR | rtype::IXFR) => zone_transfer(in_domain),
+        _ if recursion && req.flags & flag::RD != 0 && forwarded(&ctx, classified.query) => {
             w.finish(req, rcode::SERVFAIL, ra, max_udp_size);
             return Action::Forward(Outcome { rcode: rcode::SERVFAIL, truncated: false, qtype: req.qtype });
         }
@@ -175,11 +179,19 @@ pub fn answer(
     Action::Reply(Outcome { rcode: reply.rcode, truncated: reply.truncated, qtype: req.qtype })
 }
 
-/// Whether the recursors answer this question: names outside the domain (S1.4), and reverse
-/// names of addresses the catalog does not hold (S3.8) once it has synced.
+/// S8.5: zone transfers are never relayed; in the domain they are not implemented (one rcode
+/// for AXFR and IXFR), elsewhere they are not ours to refuse or serve.
+fn zone_transfer(in_domain: bool) -> Reply {
+    let rcode = if in_domain { rcode::NOTIMP } else { rcode::REFUSED };
+    Reply { rcode, authoritative: false, truncated: false }
+}
+
+/// Whether the recursors answer this question (the client asked for recursion and may have
+/// it): Internet-class names outside the domain (S1.4), and reverse names of addresses the
+/// catalog does not hold (S3.8) once it has synced.
 fn forwarded(ctx: &Context<'_>, query: Query<'_>) -> bool {
     match query {
-        Query::Outside => true,
+        Query::Outside => matches!(ctx.req.qclass, CLASS_IN | rtype::ANY),
         Query::Reverse(ip) => {
             matches!(ctx.req.qclass, CLASS_IN | rtype::ANY)
                 && ctx.snapshot.is_synced()
@@ -211,7 +223,6 @@ pub fn budget(req: &Request<'_>, settings: &Settings, transport: Transport) -> u
 }
 
 fn dispatch(ctx: &Context<'_>, query: Query<'_>, w: &mut Writer<'_>, scratch: &mut Scratch) -> Reply {
-    let qtype = ctx.req.qtype;
     if ctx.req.qclass != CLASS_IN && ctx.req.qclass != rtype::ANY {
         return Reply { rcode: rcode::REFUSED, authoritative: false, truncated: false };
     }
@@ -219,7 +230,6 @@ fn dispatch(ctx: &Context<'_>, query: Query<'_>, w: &mut Writer<'_>, scratch: &m
         Query::Outside => Reply { rcode: rcode::REFUSED, authoritative: false, truncated: false },
         _ if !ctx.snapshot.is_synced() => Reply { rcode: rcode::SERVFAIL, authoritative: false, truncated: false },
         Query::Reverse(ip) => names::reverse(ctx, w, ip),
-        _ if qtype == rtype::AXFR => Reply { rcode: rcode::NOTIMP, authoritative: false, truncated: false },
         Query::Apex => names::apex(ctx, w, scratch),
         Query::NotFound => match &ctx.settings.own_name_server {
             Some(own) if own.is(ctx.req.name().text(), ctx.settings.domains().map(|d| d.text())) => {

@@ -726,3 +726,79 @@ fn s3_5_srv_glue_holds_each_distinct_record_once() {
         ]
     );
 }
+
+/// A query in `qclass` (the `query` helper asks class IN), RD as given.
+fn query_in(name: &str, qtype: u16, qclass: u16, rd: bool) -> Vec<u8> {
+    let mut packet = query(name, qtype, None);
+    let at = packet.len() - 2;
+    packet[at..].copy_from_slice(&qclass.to_be_bytes());
+    if !rd {
+        packet[2] &= !0x01;
+    }
+    packet
+}
+
+fn act(f: &mut Fixture, packet: &[u8]) -> (Action, Response) {
+    let mut out = Vec::new();
+    let snapshot = f.catalog.load();
+    let action = respond(packet, &snapshot, &f.settings, Transport::Udp, f.client, &mut f.scratch, &mut out);
+    (action, decode(out))
+}
+
+#[test]
+fn s8_4_chaos_questions_are_refused_or_answered_locally_never_forwarded() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    for name in ["version.bind", "id.server", "hostname.bind", "version.server", "kong-database"] {
+        let (action, r) = act(&mut f, &query_in(name, rtype::TXT, crate::wire::CLASS_CH, true));
+        assert!(matches!(action, Action::Reply(_)), "{name}: not relayed");
+        assert_eq!((r.rcode, r.answer.len()), (rcode::REFUSED, 0), "{name}: REFUSED by default");
+    }
+    f.settings.chaos_version = Some("consul-dns 0.1".into());
+    let (_, r) = act(&mut f, &query_in("VERSION.bind", rtype::TXT, crate::wire::CLASS_CH, true));
+    assert_eq!((r.rcode, r.aa), (rcode::NOERROR, true));
+    assert_eq!(r.answer, ["VERSION.bind. 0 CH TXT consul-dns 0.1"]);
+    let (_, r) = act(&mut f, &query_in("id.server", rtype::TXT, crate::wire::CLASS_CH, true));
+    assert_eq!(r.rcode, rcode::REFUSED, "the identity is never told");
+    let (action, _) = act(&mut f, &query_in("kong-database", rtype::A, 4, true));
+    assert!(matches!(action, Action::Reply(_)), "class HS outside the domain is not relayed either");
+}
+
+#[test]
+fn s8_5_zone_transfers_agree_and_are_never_forwarded() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    for qtype in [rtype::AXFR, rtype::IXFR] {
+        let (action, r) = act(&mut f, &query("consul", qtype, None));
+        assert_eq!((r.rcode, r.answer.len()), (rcode::NOTIMP, 0), "{qtype} in the domain");
+        assert!(matches!(action, Action::Reply(_)));
+        for outside in ["example.com", "9.9.9.9.in-addr.arpa"] {
+            let (action, r) = act(&mut f, &query(outside, qtype, None));
+            assert!(matches!(action, Action::Reply(_)), "{qtype} {outside}: not relayed");
+            assert_eq!(r.rcode, rcode::REFUSED, "{qtype} {outside}");
+        }
+    }
+}
+
+#[test]
+fn s1_4_without_rd_outside_names_are_refused_not_forwarded() {
+    let mut f = Fixture::with(catalog(), options(), with_recursors());
+    let (action, r) = act(&mut f, &query_in("kong-database", rtype::A, CLASS_IN, false));
+    assert!(matches!(action, Action::Reply(_)), "RD=0: not relayed");
+    assert_eq!((r.rcode, r.ra), (rcode::REFUSED, true), "RA still says recursion is available");
+    let (action, _) = act(&mut f, &query_in("kong-database", rtype::A, CLASS_IN, true));
+    assert!(matches!(action, Action::Forward(_)), "RD=1: relayed");
+    let (_, r) = act(&mut f, &query_in("web.service.consul", rtype::A, CLASS_IN, false));
+    assert_eq!((r.rcode, r.answer.len()), (rcode::NOERROR, 3), "the domain needs no RD");
+}
+
+#[test]
+fn s8_1_do_bit_is_copied_into_the_opt() {
+    let mut f = Fixture::new();
+    for dnssec_ok in [false, true] {
+        let mut packet = query("web.service.consul", rtype::A, Some((1232, 0, &[])));
+        let do_at = packet.len() - 11 + 7; // OPT: root, type, size, ext-rcode, version, then DO
+        packet[do_at] = if dnssec_ok { 0x80 } else { 0 };
+        let (_, r) = act(&mut f, &packet);
+        let msg = Message::from_vec(&r.bytes).unwrap();
+        assert_eq!(msg.edns.unwrap().flags().dnssec_ok, dnssec_ok);
+    }
+}

@@ -113,6 +113,13 @@ impl<'o> Writer<'o> {
         at
     }
 
+    /// Appends a record owned by the question in another class than IN (CHAOS TXT).
+    pub fn record_in_class(&mut self, section: Section, class: u16, rtype: u16, ttl: u32, rdata: &[u8]) {
+        let class_at = self.out.len() + PTR_TO_QNAME.len() + 2;
+        self.record(section, Owner::Question, rtype, ttl, rdata);
+        wire::write_u16(self.out, class_at, class);
+    }
+
     /// Appends a record whose RDATA is the concatenation of `parts` (uncompressed names).
     pub fn record_parts(&mut self, section: Section, owner: Owner<'_>, rtype: u16, ttl: u32, parts: &[&[u8]]) {
         put_head(self.out, owner, self.domain_at, rtype, ttl, parts.iter().map(|p| p.len()).sum());
@@ -234,7 +241,9 @@ impl<'o> Writer<'o> {
             out.push(0);
             wire::push_u16(rtype::OPT, out);
             wire::push_u16(max_udp_size, out);
-            out.extend_from_slice(&[(code >> 4) as u8, 0, 0, 0]);
+            // RFC 3225 §3: the DO bit is copied from the query.
+            let dnssec_ok = if edns.dnssec_ok { 0x80 } else { 0 };
+            out.extend_from_slice(&[(code >> 4) as u8, 0, dnssec_ok, 0]);
             match edns.client_subnet {
                 Some(subnet) => push_subnet_option(&subnet, out),
                 None => wire::push_u16(0, out),

@@ -6,9 +6,16 @@
 //! ([`IN_FLIGHT`]): when upstreams are slow, the queue fills and [`UdpRelay::submit`] fails at
 //! once, and the worker sends the SERVFAIL that `respond` prepared. Nothing grows without
 //! bound and nothing blocks a worker.
+//!
+//! One client address may hold at most [`PER_CLIENT`] of those places (queued or in flight),
+//! so one busy or hostile client among those allowed to recurse cannot fill the queue for
+//! everyone else: its extra questions get that SERVFAIL. The counts live in a fixed table of
+//! atomics hashed by address; addresses that collide share a count, which can only refuse
+//! them sooner.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, mpsc};
@@ -25,18 +32,73 @@ use crate::telemetry;
 pub const QUEUE: usize = 1024;
 /// Questions being relayed at once.
 pub const IN_FLIGHT: usize = 1024;
+/// Questions one client address may have queued or in flight at once.
+pub const PER_CLIENT: u32 = 64;
+/// Counts in the per-client table.
+const CLIENT_SLOTS: usize = 4096;
 
 #[derive(Debug)]
 struct Job {
     packet: Box<[u8]>,
     peer: SocketAddr,
     socket: Arc<UdpSocket>,
+    _held: Held,
+}
+
+/// How many questions each client address has in the relay, by hashed address.
+#[derive(Debug)]
+struct Clients {
+    counts: Box<[AtomicU32]>,
+    key: u64,
+    limit: u32,
+}
+
+/// One place taken by a client; given back when dropped (answered, refused, or shut down).
+#[derive(Debug)]
+struct Held {
+    clients: Arc<Clients>,
+    slot: usize,
+}
+
+impl Clients {
+    fn new(limit: u32) -> Clients {
+        Clients { counts: (0..CLIENT_SLOTS).map(|_| AtomicU32::new(0)).collect(), key: fastrand::u64(..), limit }
+    }
+
+    fn slot(&self, ip: IpAddr) -> usize {
+        let bits = match ip.to_canonical() {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                (bits as u64) ^ ((bits >> 64) as u64).rotate_left(31)
+            }
+        };
+        let mixed = (bits ^ self.key).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> (64 - CLIENT_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// Takes a place for `ip`, unless it holds `limit` already.
+    fn hold(self: &Arc<Clients>, ip: IpAddr) -> Option<Held> {
+        let slot = self.slot(ip);
+        if self.counts[slot].fetch_add(1, Relaxed) >= self.limit {
+            self.counts[slot].fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Held { clients: Arc::clone(self), slot })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.clients.counts[self.slot].fetch_sub(1, Relaxed);
+    }
 }
 
 /// The sending side, one clone per UDP worker.
 #[derive(Debug, Clone)]
 pub struct UdpRelay {
     jobs: mpsc::Sender<Job>,
+    clients: Arc<Clients>,
 }
 
 impl UdpRelay {
@@ -48,7 +110,7 @@ impl UdpRelay {
         settings: Arc<ArcSwap<Settings>>,
         cancel: CancellationToken,
     ) -> (UdpRelay, JoinHandle<()>) {
-        UdpRelay::with_limits(forwarder, settings, cancel, QUEUE, IN_FLIGHT)
+        UdpRelay::with_limits(forwarder, settings, cancel, QUEUE, IN_FLIGHT, PER_CLIENT)
     }
 
     fn with_limits(
@@ -57,16 +119,21 @@ impl UdpRelay {
         cancel: CancellationToken,
         queue: usize,
         in_flight: usize,
+        per_client: u32,
     ) -> (UdpRelay, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue);
         let dispatch = dispatch(rx, forwarder, settings, cancel, in_flight);
-        (UdpRelay { jobs: tx }, crate::supervise::spawn("forward_relay", dispatch))
+        let clients = Arc::new(Clients::new(per_client));
+        (UdpRelay { jobs: tx, clients }, crate::supervise::spawn("forward_relay", dispatch))
     }
 
     /// Queues `packet` from `peer`; its reply will leave from `socket`. `false` when the queue
-    /// is full or stopped: the caller answers by itself. Never blocks; copies the packet.
+    /// is full or stopped, or `peer` has [`PER_CLIENT`] questions in already: the caller
+    /// answers by itself. Never blocks; copies the packet.
     pub fn submit(&self, packet: &[u8], peer: SocketAddr, socket: &Arc<UdpSocket>) -> bool {
-        self.jobs.try_send(Job { packet: packet.into(), peer, socket: Arc::clone(socket) }).is_ok()
+        let Some(held) = self.clients.hold(peer.ip()) else { return false };
+        let job = Job { packet: packet.into(), peer, socket: Arc::clone(socket), _held: held };
+        self.jobs.try_send(job).is_ok()
     }
 }
 
@@ -136,7 +203,7 @@ mod tests {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap(); // never read: an upstream that never answers
         let settings = silent_settings(silent.local_addr().unwrap());
         let cancel = CancellationToken::new();
-        let (relay, task) = UdpRelay::with_limits(Arc::new(Forwarder::default()), settings, cancel.clone(), 1, 1);
+        let (relay, task) = UdpRelay::with_limits(Arc::new(Forwarder::default()), settings, cancel.clone(), 1, 1, 64);
         let server = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         let peer = client.local_addr().unwrap();
@@ -160,6 +227,38 @@ mod tests {
         .unwrap();
         assert_eq!(from, server.local_addr().unwrap(), "from the socket the question came to");
         assert_eq!((&reply[..2], reply[3] & 0x0F), (&packet[..2], 2), "same ID, SERVFAIL (the upstream is silent)");
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_client_holds_at_most_its_share_and_gets_it_back_when_answered() {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let settings = silent_settings(silent.local_addr().unwrap());
+        let cancel = CancellationToken::new();
+        let (relay, task) =
+            UdpRelay::with_limits(Arc::new(Forwarder::default()), settings, cancel.clone(), 100, 100, 5);
+        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let (busy, other) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.2:0").unwrap());
+        let packet = query("kong-database", rtype::A, None);
+        let accepted = (0..20).filter(|_| relay.submit(&packet, busy.local_addr().unwrap(), &server)).count();
+        assert_eq!(accepted, 5, "one address holds at most its share");
+        assert!(relay.submit(&packet, other.local_addr().unwrap(), &server), "another client still gets in");
+        busy.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let answered = tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 512];
+            (0..5).filter(|_| busy.recv(&mut buf).is_ok()).count()
+        })
+        .await
+        .unwrap();
+        assert_eq!(answered, 5, "each held question is answered (SERVFAIL: the upstream is silent)");
+        let peer = "127.0.0.1:9".parse().unwrap(); // the busy client's address, another port
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !relay.submit(&packet, peer, &server) {
+            // a place comes back once its task has sent the reply and ended
+            assert!(std::time::Instant::now() < deadline, "answered questions give their places back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         cancel.cancel();
         task.await.unwrap();
     }
