@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -215,7 +216,9 @@ fn heap_profile_is_read_by_go_tool_pprof_or_says_how_to_get_one() {
         .args(["tool", "pprof", "-top", "-sample_index=inuse_space", &url])
         .env("PPROF_TMPDIR", tmp.path())
         .env("HOME", tmp.path())
-        .env("GOCACHE", tmp.path().join("gocache"))
+        // Recent Go toolchains build `go tool pprof` on first use and keep it in the build
+        // cache: a cache that outlives the test builds it once, not at every run.
+        .env("GOCACHE", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/gocache"))
         .output()
         .expect("go is installed (apt-get install golang-go; scripts/test does this)");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -243,14 +246,16 @@ fn cpu_profile_is_read_by_go_tool_pprof() {
         .args(["tool", "pprof", "-top", &url])
         .env("PPROF_TMPDIR", tmp.path())
         .env("HOME", tmp.path())
-        .env("GOCACHE", tmp.path().join("gocache"))
+        // Recent Go toolchains build `go tool pprof` on first use and keep it in the build
+        // cache: a cache that outlives the test builds it once, not at every run.
+        .env("GOCACHE", PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/gocache"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("go is installed (apt-get install golang-go; scripts/test does this)");
     // Keep the workers busy until pprof has its profile (however long go takes to start), so
     // the profile has samples of our code.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while pprof.try_wait().unwrap().is_none() && Instant::now() < deadline {
         let _ = query_udp(d.addr, "web.service.consul", RecordType::SRV, Some(1232));
     }
