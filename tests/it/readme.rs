@@ -82,6 +82,10 @@ const COMMANDS: &[(&str, &str, Check)] = &[
         NotHere("opens a web UI; the profile it reads is checked by cpu_profile_is_read_by_go_tool_pprof"),
     ),
     ("README.md", "bench/run.sh", NotHere(BENCH)),
+    ("README.md", "bench/run.sh --mode startup", NotHere(BENCH)),
+    ("README.md", "bench/run.sh --mode consul-sync", NotHere(BENCH)),
+    ("README.md", "bench/run.sh --mode rss", NotHere(BENCH)),
+    ("README.md", "bench/run.sh --mode change-latency", NotHere(BENCH)),
     (
         "README.md",
         "cargo build --release --features heap-profile",
@@ -198,6 +202,11 @@ const COMMANDS: &[(&str, &str, Check)] = &[
     ("bench/README.md", "bench/run.sh --tcp", NotHere(BENCH)),
     ("bench/README.md", "bench/run.sh -s 100000", NotHere(BENCH)),
     ("bench/README.md", "bench/run.sh -l 3 --rounds 1", NotHere(BENCH)),
+    ("bench/README.md", "bench/run.sh --mode startup", NotHere(BENCH)),
+    ("bench/README.md", "cargo build --release --bin consul-dns --example consul_scale", NotHere(BENCH)),
+    ("bench/README.md", "bench/run.sh --mode consul-sync", NotHere(BENCH)),
+    ("bench/README.md", "bench/run.sh --mode rss", NotHere(BENCH)),
+    ("bench/README.md", "bench/run.sh --mode change-latency", NotHere(BENCH)),
     ("bench/README.md", "bench/run.sh --help", Run),
     // The database and etcd sources (tests/it/db.rs, tests/it/db_source.rs).
     ("README.md", "consul-dns db", Test("sqlite_commands")),
