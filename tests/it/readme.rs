@@ -86,6 +86,8 @@ const COMMANDS: &[(&str, &str, Check)] = &[
     ("README.md", "bench/run.sh --mode consul-sync", NotHere(BENCH)),
     ("README.md", "bench/run.sh --mode rss", NotHere(BENCH)),
     ("README.md", "bench/run.sh --mode change-latency", NotHere(BENCH)),
+    ("README.md", "bench/run.sh -l 5", NotHere(BENCH)),
+    ("README.md", "bench/run.sh -s 100000 -l 5", NotHere(BENCH)),
     (
         "README.md",
         "cargo build --release --features heap-profile",
