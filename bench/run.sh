@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# bench/run.sh: queries per second of consul-dns and Knot DNS serving the same generated
-# catalog, measured by dnsperf in one run, rounds alternating (consul-dns, knot, consul-dns, …).
+# bench/run.sh: consul-dns measured against Knot DNS serving the same generated catalog, in one
+# run, rounds alternating (consul-dns, knot, consul-dns, …), or against its own static mode.
 # See bench/README.md for why the server is capped and how to read the result.
 #
 # usage: bench/run.sh [options]            (from the repository root, after cargo build --release)
+#   --mode M      what to measure (udp):
+#                 udp, tcp        queries per second under dnsperf (tcp = --tcp)
+#                 startup         time from start to the first complete answer, and RSS then
+#                                 (both servers uncapped, on every CPU; default -s 100000)
+#                 consul-sync     Consul mode against the fake Consul: first sync time, requests,
+#                                 peak concurrent requests (default -s 10000 -i 10)
+#                 rss             RSS in Consul mode and in static mode, same catalog (ditto)
+#                 change-latency  change -> DNS p50/p99 over --changes N, idle and while dnsperf
+#                                 offers --load QPS (ditto)
+#                 The Consul modes run target/release/examples/consul_scale (cargo build
+#                 --release --bin consul-dns --example consul_scale).
+#   --changes N   changes for change-latency (200)
+#   --load QPS    offered load during the second change-latency run (20000; 0 = idle run only)
 #   -s N          services in the catalog (1000)
 #   -i N          instances per service, each on its own node (3)
 #   --queries Q   mixed (50% SRV, 40% A, 10% A for missing names) | hot (one SRV name) (mixed)
@@ -15,14 +28,16 @@
 #   --port P      first port; consul-dns listens on P, Knot on P+1 (25353)
 #   --bin PATH    the consul-dns binary (target/release/consul-dns)
 #   --data DIR    where the catalog is generated (/tmp/consul-dns-bench/<s>x<i>)
-# The last line of stdout is `ratio consul-dns/knot qps: R` (median over median, two decimals);
+# udp/tcp: the last line of stdout is `ratio consul-dns/knot qps: R` (median over median);
 # the line before it, `ratio knot/consul-dns cpu-per-query: R`, compares server CPU time per
 # answered query (above 1: consul-dns spends less), which drifts less on a busy machine.
+# startup: the last line is `ratio consul-dns/knot startup: R` (median over median; below 1:
+# consul-dns answers sooner). The Consul modes print the bench's own report.
 # Exit 0, or 2 when a tool is missing, a port is busy or a server answers wrongly.
 set -euo pipefail
 
-services=1000 instances=3 queries=mixed proto=udp seconds=10 clients=16 rounds=3 quota=50
-port=25353 bin=target/release/consul-dns data=""
+services="" instances="" queries=mixed proto=udp seconds=10 clients=16 rounds=3 quota=50
+port=25353 bin=target/release/consul-dns data="" mode=udp changes=200 load=20000
 die() { echo "bench/run.sh: $*" >&2; exit 2; }
 while (($#)); do
   case $1 in
@@ -37,11 +52,41 @@ while (($#)); do
     --port) port=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
+    --mode) mode=$2; shift 2 ;;
+    --changes) changes=$2; shift 2 ;;
+    --load) load=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 [[ $queries == mixed || $queries == hot ]] || die "--queries must be mixed or hot, not $queries."
+case $mode in
+  udp) ;;
+  tcp) proto=tcp ;;
+  startup) services=${services:-100000} ;;
+  consul-sync|rss|change-latency)
+    scale=target/release/examples/consul_scale
+    [[ -x $scale ]] || die "$scale is not there: cargo build --release --bin consul-dns --example consul_scale."
+    [[ -x $bin ]] || die "$bin is not there: run cargo build --release first (or pass --bin)."
+    args=("${services:-10000}" "${instances:-10}" 32 --no-reregister)
+    case $mode in
+      consul-sync) CONSUL_DNS_BIN=$bin NO_STATE_DIR=1 "$scale" "${args[@]}" --changes 2 ;;
+      rss) CONSUL_DNS_BIN=$bin NO_STATE_DIR=1 "$scale" "${args[@]}" --changes 2 --compare-static ;;
+      change-latency)
+        command -v dnsperf >/dev/null || die "dnsperf is missing: apt-get install -y dnsperf."
+        echo "# idle" >&2
+        CONSUL_DNS_BIN=$bin "$scale" "${args[@]}" --changes "$changes"
+        if ((load > 0)); then
+          echo "# while dnsperf offers $load qps" >&2
+          CONSUL_DNS_BIN=$bin "$scale" "${args[@]}" --changes "$changes" --load "$load"
+        fi
+        ;;
+    esac
+    exit 0
+    ;;
+  *) die "--mode must be udp, tcp, startup, consul-sync, rss or change-latency, not $mode." ;;
+esac
+services=${services:-1000} instances=${instances:-3}
 for tool in dnsperf knotd dig taskset awk; do
   command -v "$tool" >/dev/null || die "$tool is missing: apt-get install -y dnsperf knot dnsutils util-linux gawk."
 done
@@ -104,6 +149,24 @@ cap_cpu() { # cap_cpu PID: limit PID to $quota% of one core
 }
 uncap() { [[ -z $cgroup ]] || { rmdir "$cgroup" 2>/dev/null || true; cgroup=""; }; }
 
+write_knot_conf() { # write_knot_conf PORT
+  mkdir -p "$data/knot"
+  cat > "$data/knot/knot.conf" <<EOF
+server:
+    rundir: "$data/knot"
+    listen: 127.0.0.1@$1
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "$data/knot"
+zone:
+  - domain: consul.
+    file: "$data/consul.zone"
+    journal-content: none
+EOF
+}
+
 pid=""
 stop_server() {
   if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
@@ -120,21 +183,7 @@ start_server() { # start_server NAME PORT
         --udp-workers 1 --http off --recursor none --log-level warn >"$data/consul-dns.log" 2>&1 &
       ;;
     knot)
-      mkdir -p "$data/knot"
-      cat > "$data/knot/knot.conf" <<EOF
-server:
-    rundir: "$data/knot"
-    listen: 127.0.0.1@$p
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-database:
-    storage: "$data/knot"
-zone:
-  - domain: consul.
-    file: "$data/consul.zone"
-    journal-content: none
-EOF
+      write_knot_conf "$p"
       taskset -c "$server_cpu" knotd -c "$data/knot/knot.conf" >"$data/knot.log" 2>&1 &
       ;;
   esac
@@ -150,6 +199,36 @@ EOF
     sleep 0.2
   done
   die "$name did not answer $last SRV with $want records within 120 s."
+}
+
+ms_now() { date +%s%3N; }
+rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+
+result_ms="" result_rss=""
+time_startup() { # time_startup NAME PORT: sets result_ms (start -> first complete answer) and result_rss
+  local name=$1 p=$2 want=$instances last="svc$((services - 1)).service.consul" started got
+  ((want <= 3)) || want=3
+  ! (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null || die "port $p is busy (pass --port)."
+  [[ $name == knot ]] && rm -rf "$data/knot/timers" "$data/knot/journal" "$data/knot/catalog"
+  started=$(ms_now)
+  case $name in
+    consul-dns)
+      "$bin" --static "$data/catalog.json" --listen "127.0.0.1:$p" \
+        --http off --recursor none --log-level warn >"$data/consul-dns.log" 2>&1 &
+      ;;
+    knot) knotd -c "$data/knot/knot.conf" >"$data/knot.log" 2>&1 & ;;
+  esac
+  pid=$!
+  while :; do
+    got=$(dig +short +tries=1 +time=1 @127.0.0.1 -p "$p" "$last" SRV 2>/dev/null | grep -c . || true)
+    ((got >= want)) && break
+    kill -0 "$pid" 2>/dev/null || die "$name exited; see $data/$name.log."
+    (($(ms_now) - started < 300000)) || die "$name did not answer $last SRV within 300 s."
+    sleep 0.01
+  done
+  result_ms=$(($(ms_now) - started))
+  result_rss=$(rss_mb "$pid")
+  stop_server
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -173,6 +252,27 @@ measure() { # measure NAME PORT: one dnsperf run; sets result_qps and result_cpu
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+if [[ $mode == startup ]]; then
+  declare -A ms_of rss_of
+  echo "# start-up to first answer: $services services x $instances, $rounds rounds, uncapped" >&2
+  for ((round = 1; round <= rounds; round++)); do
+    for name in consul-dns knot; do
+      p=$port; [[ $name == knot ]] && { p=$((port + 1)); write_knot_conf "$p"; }
+      time_startup "$name" "$p"
+      printf 'round %d  %-10s %8s ms  RSS %7s MB\n' "$round" "$name" "$result_ms" "$result_rss" >&2
+      ms_of[$name]+="$result_ms "; rss_of[$name]+="$result_rss "
+    done
+  done
+  for name in consul-dns knot; do
+    printf '%-10s median %8s ms  RSS %7s MB\n' "$name" \
+      "$(tr ' ' '\n' <<<"${ms_of[$name]}" | grep . | median)" "$(tr ' ' '\n' <<<"${rss_of[$name]}" | grep . | median)"
+  done
+  ours=$(tr ' ' '\n' <<<"${ms_of[consul-dns]}" | grep . | median)
+  theirs=$(tr ' ' '\n' <<<"${ms_of[knot]}" | grep . | median)
+  awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "ratio consul-dns/knot startup: %.2f\n", a / b }'
+  exit 0
+fi
 
 declare -A qps_of cpu_of
 echo "# $services services x $instances, $queries queries, $proto, ${seconds}s runs, server capped at ${quota}% of CPU $server_cpu" >&2

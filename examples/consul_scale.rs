@@ -1,12 +1,16 @@
 //! Scale bench for the Consul backend: 10,000 services × 10 instances (on 10,000 nodes) in the
 //! fake Consul of the integration tests, synced by the real daemon.
 //!
-//! `cargo run --release --example consul_scale [-- SERVICES INSTANCES MAX_CONNS]` builds the
-//! release binary if needed, then reports: initial sync time, the most requests Consul saw in
-//! flight at once (must not exceed `--consul-max-conns`), the daemon's RSS, and the time from
-//! one change to its DNS answer for a check flip, a new instance with a new tag, and a
-//! re-registration that only changes a port (the case that re-reads every service, H3.4).
-//! `NO_STATE_DIR=1` runs without `--state-dir`; `SHOW_PUBLISH=1` prints each publish's cost.
+//! `cargo run --release --example consul_scale [-- SERVICES INSTANCES MAX_CONNS] [OPTIONS]`
+//! builds the release binary if needed, then reports: initial sync time, the most requests
+//! Consul saw in flight at once (must not exceed `--consul-max-conns`), the daemon's RSS, the
+//! time from a change to its DNS answer (p50/p99/max over `--changes N` changes, half check
+//! flips, half registrations of a new instance with a new tag, one every 300 ms), and the
+//! re-read after a re-registration that only changes a port (H3.4). Options:
+//! `--changes N` (200), `--load QPS` (0: none; else dnsperf sends QPS queries per second to the
+//! daemon while the changes are made), `--compare-static` (also start the daemon on the same
+//! catalog as a static file and compare RSS), `--no-reregister` (skip the port change).
+//! `CONSUL_DNS_BIN=PATH` runs that binary instead of building one; `NO_STATE_DIR=1` runs without `--state-dir`; `SHOW_PUBLISH=1` prints each publish's cost.
 
 #[path = "../tests/it/support/fake_consul.rs"]
 #[allow(dead_code)]
@@ -20,13 +24,49 @@ use std::time::{Duration, Instant};
 
 use fake_consul::{FakeConsul, Svc};
 
+/// What the command line asks for.
+struct Args {
+    services: usize,
+    per_service: usize,
+    max_conns: usize,
+    changes: usize,
+    load_qps: u32,
+    compare_static: bool,
+    reregister: bool,
+}
+
+fn args() -> Args {
+    let mut numbers = Vec::new();
+    let mut args = Args {
+        services: 10_000,
+        per_service: 10,
+        max_conns: 32,
+        changes: 200,
+        load_qps: 0,
+        compare_static: false,
+        reregister: true,
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut value = |name: &str| -> usize {
+            words.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} takes a number"))
+        };
+        match word.as_str() {
+            "--changes" => args.changes = value("--changes").max(2),
+            "--load" => args.load_qps = value("--load") as u32,
+            "--compare-static" => args.compare_static = true,
+            "--no-reregister" => args.reregister = false,
+            other => numbers.push(other.parse::<usize>().unwrap_or_else(|_| panic!("unknown argument {other}"))),
+        }
+    }
+    for (slot, n) in [&mut args.services, &mut args.per_service, &mut args.max_conns].into_iter().zip(numbers) {
+        *slot = n;
+    }
+    args
+}
+
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let (services, per_service, max_conns) = (
-        args.first().copied().unwrap_or(10_000),
-        args.get(1).copied().unwrap_or(10),
-        args.get(2).copied().unwrap_or(32),
-    );
+    let Args { services, per_service, max_conns, changes, load_qps, compare_static, reregister } = args();
     let nodes = services.max(1);
     let binary = build_daemon();
 
@@ -86,7 +126,7 @@ fn main() {
         {
             addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
         }
-        if line.contains("Consul catalog synced.") {
+        if line.contains("Catalog published.") && line.contains("trigger=\"sync\"") {
             break start.elapsed();
         }
         if line.contains("ERROR") {
@@ -108,37 +148,50 @@ fn main() {
     println!("requests to Consul for the initial sync: {}", fake.requests());
     println!("daemon memory after sync: {}", memory(child.id()));
 
-    // Each round waits a second first: changes in a row would measure the token bucket that
-    // keeps a churning watch from busy-polling (burst 4, then one round per 250 ms), not a change.
-    let mut flips = Vec::new();
-    for round in 0..10 {
-        std::thread::sleep(Duration::from_secs(1));
-        let (node, id) = (format!("node{}", (round * per_service) % nodes), format!("svc{round}-0"));
-        let name = format!("svc{round}.service.consul");
-        let before = a_records(addr, &name);
-        let t = Instant::now();
-        fake.set_check("dc1", &node, &format!("service:{id}"), &id, "critical");
-        wait_until(|| a_records(addr, &name) == before - 1);
-        flips.push(t.elapsed());
+    if compare_static {
+        compare_with_static(&binary, child.id(), services, per_service, nodes);
     }
-    report("check flip (critical), one service rebuilt", &mut flips);
 
+    // One change every 300 ms: the watches' token bucket (burst 4, then one round per 250 ms,
+    // H3.7) lets each through at once; faster churn is batched by it, which is its job.
+    let load = (load_qps > 0).then(|| Load::start(addr, load_qps, services, changes));
+    let mut flips = Vec::new();
     let mut adds = Vec::new();
-    for round in 0..10 {
-        std::thread::sleep(Duration::from_secs(1));
-        let s = services / 2 + round;
+    for round in 0..changes {
+        std::thread::sleep(Duration::from_millis(300));
+        let s = round / 2 % services;
         let name = format!("svc{s}.service.consul");
         let before = a_records(addr, &name);
-        let requests = fake.requests();
-        let t = Instant::now();
-        let svc =
-            Svc { tags: vec![format!("new{round}")], ..Svc::new(&format!("svc{s}"), &format!("svc{s}-new"), 30000) };
-        fake.register("dc1", &format!("node{s}"), svc);
-        wait_until(|| a_records(addr, &name) == before + 1);
-        adds.push(t.elapsed());
-        println!("  new instance with a new tag: {} requests to Consul", fake.requests() - requests);
+        if round % 2 == 0 {
+            let (node, id) = (format!("node{}", (s * per_service) % nodes), format!("svc{s}-0"));
+            let status = if round / 2 / services % 2 == 0 { "critical" } else { "passing" };
+            let want = if status == "critical" { before - 1 } else { before + 1 };
+            let t = Instant::now();
+            fake.set_check("dc1", &node, &format!("service:{id}"), &id, status);
+            wait_until(|| a_records(addr, &name) == want);
+            flips.push(t.elapsed());
+        } else {
+            let id = format!("svc{s}-new{round}");
+            let svc = Svc { tags: vec![format!("new{round}")], ..Svc::new(&format!("svc{s}"), &id, 30000) };
+            let t = Instant::now();
+            fake.register("dc1", &format!("node{s}"), svc);
+            wait_until(|| a_records(addr, &name) == before + 1);
+            adds.push(t.elapsed());
+        }
     }
+    let answered = load.map(Load::finish);
+    let mut all: Vec<Duration> = flips.iter().chain(&adds).copied().collect();
+    report("check flip, one service rebuilt", &mut flips);
     report("new instance with a new tag, one service read and rebuilt", &mut adds);
+    report("change to DNS, all changes", &mut all);
+    if let Some(answered) = answered {
+        println!("meanwhile dnsperf (asked for {load_qps} qps): {answered}");
+    }
+    if !reregister {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    }
 
     std::thread::sleep(Duration::from_secs(1));
     let requests = fake.requests();
@@ -167,7 +220,11 @@ fn ip(n: usize) -> String {
     format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255)
 }
 
+/// The daemon: `$CONSUL_DNS_BIN` if set, else the release build (built now if needed).
 fn build_daemon() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("CONSUL_DNS_BIN") {
+        return path.into();
+    }
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--bin", "consul-dns", "--quiet"])
         .status()
@@ -195,7 +252,125 @@ fn wait_until(mut done: impl FnMut() -> bool) {
 
 fn report(what: &str, times: &mut [Duration]) {
     times.sort();
-    println!("{what}: median {:?}, max {:?} over {}", times[times.len() / 2], times[times.len() - 1], times.len());
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{what}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {}",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(times[times.len() - 1]),
+        times.len()
+    );
+}
+
+/// RSS in kB of a process.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Starts the daemon on the same catalog as a static JSON file and compares the RSS of the two
+/// once each answers the last service.
+fn compare_with_static(binary: &std::path::Path, consul_pid: u32, services: usize, per_service: usize, nodes: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("catalog.json");
+    let mut json = String::from(r#"{"datacenter": "dc1", "nodes": ["#);
+    for n in 0..nodes {
+        let sep = if n > 0 { ", " } else { "" };
+        json += &format!(r#"{sep}{{"name": "node{n}", "address": "{}", "meta": {{"rack": "r1"}}}}"#, ip(n));
+    }
+    json += r#"], "services": ["#;
+    for s in 0..services {
+        for i in 0..per_service {
+            let sep = if s + i > 0 { ", " } else { "" };
+            let node = (s * per_service + i) % nodes;
+            json += &format!(
+                r#"{sep}{{"name": "svc{s}", "id": "svc{s}-{i}", "node": "node{node}", "port": {}, "tags": ["v1"]}}"#,
+                20000 + i
+            );
+        }
+    }
+    json += "]}";
+    std::fs::write(&path, json).expect("write the static catalog");
+    let mut child = Command::new(binary)
+        .args(["--listen", "127.0.0.1:0", "--udp-workers", "1", "--static", path.to_str().unwrap()])
+        .args(["--recursor", "none", "--http", "off", "--log-level", "info"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start consul-dns --static");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr: SocketAddr = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let a = line.contains("DNS listening.").then(|| line.split("addr=").nth(1))??;
+            a.split_whitespace().next()?.parse().ok()
+        })
+        .expect("the static daemon's listening address");
+    let last = format!("svc{}.service.consul", services - 1);
+    wait_until(|| a_records(addr, &last) == per_service);
+    // Both free their models off the answering path: compare once that is done.
+    std::thread::sleep(Duration::from_secs(3));
+    let (consul, static_) = (rss_kb(consul_pid), rss_kb(child.id()));
+    println!(
+        "RSS for the same catalog: Consul mode {:.1} MB, static mode {:.1} MB, ratio {:.2}",
+        consul as f64 / 1024.0,
+        static_ as f64 / 1024.0,
+        consul as f64 / static_.max(1) as f64
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// dnsperf sending a bounded rate of queries to the daemon while changes are made.
+struct Load {
+    child: std::process::Child,
+    _queries: tempfile::NamedTempFile,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, qps: u32, services: usize, changes: usize) -> Load {
+        use std::io::Write;
+        let mut queries = tempfile::NamedTempFile::new().expect("query file");
+        for q in 0..10_000 {
+            let kind = if q % 2 == 0 { "SRV" } else { "A" };
+            writeln!(queries, "svc{}.service.consul {kind}", fastrand::usize(0..services)).unwrap();
+        }
+        queries.flush().unwrap();
+        let seconds = (changes as u64 * 300 / 1000 + 30).to_string();
+        let child = Command::new("dnsperf")
+            .args(["-s", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-d"])
+            .arg(queries.path())
+            .args(["-l", &seconds, "-Q", &qps.to_string(), "-c", "4", "-q", "200"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsperf (apt-get install -y dnsperf)");
+        std::thread::sleep(Duration::from_secs(1)); // under load before the first change
+        Load { child, _queries: queries }
+    }
+
+    /// Stops dnsperf (SIGINT: it then prints its statistics) and sums them up.
+    fn finish(self) -> String {
+        // SAFETY: kill(2) on the process id of a child this process started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let output = self.child.wait_with_output().expect("dnsperf output");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let field = |name: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .map_or_else(|| "?".to_owned(), |l| l.trim_start()[name.len()..].trim().to_owned())
+        };
+        format!(
+            "{} qps answered, {} lost, average latency {} s",
+            field("Queries per second:"),
+            field("Queries lost:"),
+            field("Average Latency (s):")
+        )
+    }
 }
 
 /// A minimal DNS query with EDNS (so no answer-count cut).

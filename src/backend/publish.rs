@@ -73,10 +73,13 @@ impl Schedule {
         Some((first + COALESCE).max(self.last_publish + COALESCE.max(self.cost * 2)))
     }
 
-    /// A publish started at `started` finished at `now`.
-    pub(crate) fn published(&mut self, started: Instant, now: Instant) {
+    /// A publish started at `started` finished at `now`. Only an update's cost spaces the
+    /// next update: a full build (the first sync, new options) says nothing about what an
+    /// update costs, and backing off twice its time would hold the first changes after a large
+    /// sync for seconds.
+    pub(crate) fn published(&mut self, started: Instant, now: Instant, full: bool) {
         self.first_dirty = None;
-        self.cost = now.saturating_duration_since(started);
+        self.cost = if full { Duration::ZERO } else { now.saturating_duration_since(started) };
         self.last_publish = now;
     }
 }
@@ -236,7 +239,7 @@ impl Publisher {
         let options = self.options();
         let full = self.published_with.as_ref().is_none_or(|used| **used != *options);
         if !full && !self.mirror.is_dirty() {
-            self.schedule.published(started, started);
+            self.schedule.published(started, started, false);
             return self.unchanged();
         }
         let before = self.catalog.load().counts();
@@ -261,7 +264,7 @@ impl Publisher {
         trigger: &'static str,
         full: bool,
     ) {
-        self.schedule.published(started, Instant::now());
+        self.schedule.published(started, Instant::now(), full);
         self.published_with = Some(options);
         self.succeeded();
         let counts = self.catalog.load().counts();
@@ -285,13 +288,19 @@ impl Publisher {
         let built = tokio::task::spawn_blocking(move || {
             let data = data();
             let snapshot = Snapshot::build(&data, options);
-            drop(data);
-            crate::memory::release_freed();
-            snapshot
+            (snapshot, data)
         })
         .await;
         match built {
-            Ok(snapshot) => Some(self.catalog.publish(snapshot)),
+            Ok((snapshot, data)) => {
+                let serial = self.catalog.publish(snapshot);
+                // The model is freed once the snapshot answers, not before.
+                tokio::task::spawn_blocking(move || {
+                    drop(data);
+                    crate::memory::release_freed();
+                });
+                Some(serial)
+            }
             Err(error) => {
                 self.failed(Failure::Build, &error);
                 None
@@ -417,10 +426,14 @@ mod tests {
         tokio::time::advance(Duration::from_millis(2)).await;
         schedule.changed(Instant::now());
         assert_eq!(schedule.due(), Some(start + COALESCE), "due after the first change settles");
-        schedule.published(start + COALESCE, start + COALESCE + Duration::from_millis(40));
+        schedule.published(start + COALESCE, start + COALESCE + Duration::from_millis(40), false);
         assert_eq!(schedule.due(), None);
         let after = start + COALESCE + Duration::from_millis(40);
         schedule.changed(after);
-        assert_eq!(schedule.due(), Some(after + Duration::from_millis(80)), "twice the last publish's cost");
+        assert_eq!(schedule.due(), Some(after + Duration::from_millis(80)), "twice the last update's cost");
+        let full_done = after + Duration::from_secs(3);
+        schedule.published(after, full_done, true);
+        schedule.changed(full_done);
+        assert_eq!(schedule.due(), Some(full_done + COALESCE), "a full build's cost does not hold the next update");
     }
 }

@@ -156,3 +156,29 @@ fn s3_8_reverse_map_after_updates_equals_a_full_build_with_shared_addresses() {
     assert_eq!(view(&after), view(&Snapshot::build(&expected, options())));
     assert_eq!(ptr(&after).as_deref(), Some("\u{2}n2\u{4}node\u{3}dc1"), "the other node takes over");
 }
+
+#[test]
+fn a_catalog_large_enough_to_build_on_two_threads_keeps_each_node_and_service_its_own() {
+    let count = PARALLEL_NODES + 7;
+    let ip = |n: usize| format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255);
+    let data = CatalogData {
+        nodes: (0..count).map(|n| node(&format!("n{n}"), &ip(n))).collect(),
+        instances: (0..count)
+            .map(|n| instance(&format!("s{}", n / 2), &format!("i{n}"), &format!("n{n}"), None))
+            .collect(),
+        mesh: vec![],
+    };
+    let snapshot = Snapshot::build(&data, options());
+    let dc = snapshot.datacenter(Some(b"dc1")).expect("dc1");
+    let reverse: HashMap<IpAddr, Vec<u8>> = view(&snapshot).2.into_iter().collect();
+    assert_eq!(reverse.len(), count, "every node address maps back");
+    for n in 0..count {
+        let name = format!("n{n}");
+        let labels = &dc.nodes[name.as_bytes()].labels;
+        assert_eq!(&labels[1..=name.len()], name.as_bytes(), "node {name} keeps its own records");
+        let address: IpAddr = ip(n).parse().unwrap();
+        assert_eq!(reverse[&address], labels.to_vec(), "{address} maps back to node {name}");
+    }
+    assert_eq!(snapshot.counts().services, count.div_ceil(2));
+    assert_eq!(snapshot.counts().instances, count);
+}
