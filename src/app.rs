@@ -113,7 +113,7 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
         None => None,
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let running = server::start(bound, &shared)?;
+    let running = server::start(bound, &shared, config.tcp)?;
 
     let cancel = CancellationToken::new();
     let http_task = http_listener.map(|listener| {
@@ -162,8 +162,12 @@ impl Daemon {
             Err(e) => return telemetry::config_rejected(&e),
         };
         let current = &self.config;
-        if next.listen != current.listen || next.udp_workers != current.udp_workers || next.http != current.http {
-            warn!(?next.listen, ?next.http, "Listen addresses and workers change only on restart.");
+        if next.listen != current.listen
+            || next.udp_workers != current.udp_workers
+            || next.tcp != current.tcp
+            || next.http != current.http
+        {
+            warn!(?next.listen, ?next.http, "Listen addresses, workers and TCP limits change only on restart.");
         }
         if next.log_level != current.log_level || next.log_format != current.log_format {
             warn!(next.log_level, "Log level and format change only on restart.");

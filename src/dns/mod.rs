@@ -11,6 +11,7 @@ pub mod forward;
 pub mod message;
 pub mod name;
 pub mod server;
+pub mod tcp;
 pub mod udp_batch;
 
 use std::net::IpAddr;

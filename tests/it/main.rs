@@ -24,3 +24,4 @@ mod reload;
 mod robustness;
 mod spec;
 mod support;
+mod tcp_limits;
