@@ -11,7 +11,10 @@
 #             idle:  10,000 idle connections, then 5 fresh queries from another address
 #             drip:  1,100 connections each sending one query every 5 s, 40 s, a fresh query a second
 #             hog:   one connection pipelining 2,000 large queries and never reading (60 s at most)
-#   (both when neither is named)
+#   callgrind  instructions per TCP query of consul-dns under valgrind --tool=callgrind (not
+#             capped, no Knot): the count with load minus the count of a run with no load,
+#             divided by the queries answered; pipelined (5,000 queries) and fresh (5 s)
+#   (qps and abuse when none is named)
 # options:
 #   -l SEC       length of one measured run (10)       --rounds R   rounds for qps (3)
 #   -c N         dnsperf connections (16)              -f N         concurrent fresh clients (4)
@@ -41,7 +44,7 @@ while (($#)); do
     --tool) tool=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --no-knot) knot=0; shift ;;
-    qps|abuse) parts+=("$1"); shift ;;
+    qps|abuse|callgrind) parts+=("$1"); shift ;;
     -h|--help) sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -166,6 +169,39 @@ abuse() { # abuse NAME
   stop
 }
 
+cg_total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
+callgrind() { # callgrind KIND: instructions per query
+  local kind=$1 p=$port out base load n=0 q=0
+  for load in 0 1; do
+    out=$data/callgrind.$kind.$load
+    ! (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null || die "port $p is busy (pass --port)."
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --static "$data/catalog.json" \
+      --listen "127.0.0.1:$p" --udp-workers 1 --http off --recursor none --log-level warn >"$data/callgrind.log" 2>&1 &
+    pid=$!
+    for n in $(seq 1200); do
+      dig +tcp +short +tries=1 +time=1 @127.0.0.1 -p "$p" svc0.service.consul SRV 2>/dev/null | grep -q . && break
+      kill -0 "$pid" 2>/dev/null || die "consul-dns under valgrind exited; see $data/callgrind.log."
+      sleep 0.5
+    done
+    if ((load)); then
+      if [[ $kind == pipelined ]]; then
+        head -5000 "$data/mixed.queries" >"$data/callgrind.queries"
+        q=$(dnsperf -s 127.0.0.1 -p "$p" -m tcp -d "$data/callgrind.queries" -n 1 -c 16 -q 100 -t 30 2>&1 | awk '/Queries completed:/ {print $3}')
+      else
+        q=$("$tool" fresh "127.0.0.1:$p" "$data/mixed.queries" 5 4 | awk '$1 == "completed" {print $2}')
+      fi
+    fi
+    stop
+    [[ -s $out ]] || die "callgrind wrote no $out."
+    if ((load)); then
+      awk -v a="$(cg_total "$out")" -v b="$base" -v q="$q" -v k="$kind" \
+        'BEGIN { printf "callgrind %s: %d queries, %.0f instructions per query\n", k, q, (a - b) / q }'
+    else
+      base=$(cg_total "$out")
+    fi
+  done
+}
+
 echo "# TCP, 1000 services x 3 ($data), ${seconds}s runs, server on CPU $server_cpu capped at ${quota}%" >&2
 for part in "${parts[@]}"; do
   if [[ $part == qps ]]; then
@@ -179,9 +215,13 @@ for part in "${parts[@]}"; do
         printf '%-9s %-10s median %8s qps\n' "$kind" "$name" "$(tr ' ' '\n' <<<"${qps[$kind-$name]}" | grep . | median)"
       done
     done
-  else
+  elif [[ $part == abuse ]]; then
     abuse consul-dns
     ((knot)) && abuse knot
+  else
+    command -v valgrind >/dev/null || die "valgrind is missing: apt-get install -y valgrind."
+    callgrind pipelined
+    callgrind fresh
   fi
 done
 if [[ " ${parts[*]} " == *" qps "* ]]; then
