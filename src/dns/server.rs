@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -208,7 +209,9 @@ pub fn start(bound: Vec<Bound>, shared: &Shared, limits: TcpLimits) -> io::Resul
                 .spawn(move || udp_worker(socket, shared, relay, stop))?;
             threads.push(handle);
         }
-        let listener = TcpListener::from_std(b.tcp)?;
+        // SAFETY: the listener owns its descriptor, which stays open and the same for as long as
+        // the AsyncFd that takes the listener exists.
+        let listener = unsafe { AsyncFd::register_with_interest(b.tcp, Interest::READABLE) }?;
         let (shared, cancel, connections) = (shared.clone(), cancel.clone(), Arc::clone(&connections));
         tasks.push(tokio::spawn(tcp::accept_loop(listener, shared, limits, connections, cancel)));
     }

@@ -13,10 +13,13 @@
 //! and the kernel buffers the listener sets ([`SOCKET_BUFFER`]).
 //!
 //! Speed: queries a client pipelines are read together (one `read` for as many as arrived),
-//! answered in a row and their replies written with one `write`. The first read and every
-//! write are tried on the socket at once; only when it would block does the connection wait
-//! for the runtime's readiness event. Buffers live as long as the connection: nothing is
-//! allocated per query.
+//! answered in a row and their replies written with one `write`. A connection whose single
+//! query is waiting when it is accepted (Kong's client opens one per lookup) is answered in the
+//! accept loop itself and looked at again after the current burst of accepts: by then most
+//! such clients have closed, and the connection ends without a task or a registration with the
+//! runtime. Otherwise the first read and every write are tried on the socket at once; only when
+//! it would block does the connection wait for the runtime's readiness event. Buffers live as
+//! long as the connection: nothing is allocated per query.
 
 pub(crate) mod registry;
 
@@ -27,7 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
@@ -55,57 +59,228 @@ pub(crate) fn registry(limits: &TcpLimits) -> Registry {
     })
 }
 
+/// Most connections taken from the accept queue before the parked ones are looked at again.
+const ACCEPT_BURST: usize = 64;
+
+/// A connection answered in the accept loop, looked at again after the current burst: most
+/// clients that open a connection per query have closed it by then, and it ends without ever
+/// being registered with the runtime or given a task.
+struct Parked {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    slot: u32,
+    input: Input,
+}
+
 /// Accepts connections until `cancel`, admitting each into `registry` (which may evict an idle
-/// one for it) and serving it on its own task.
+/// one for it). A connection whose only query has arrived is answered right here; the others,
+/// and answered ones that stay open, are served on their own task.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
     shared: Shared,
     limits: TcpLimits,
     registry: Arc<Registry>,
     cancel: CancellationToken,
 ) {
+    let ctx = Ctx { shared, limits, registry, cancel };
+    let cancel = &ctx.cancel;
+    let mut here = Inline { scratch: Scratch::default(), out: Vec::new(), pending: Vec::new() };
+    let mut parked: Vec<Parked> = Vec::with_capacity(ACCEPT_BURST);
     loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
+        let mut guard = tokio::select! {
+            _ = cancel.cancelled() => break,
+            ready = listener.readable() => match ready {
+                Ok(guard) => guard,
+                Err(e) => {
+                    warn!(error = %e, "TCP listener failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, mostly: the queue waits in the kernel meanwhile.
-                warn!(error = %e, "TCP accept failed.");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        for _ in 0..ACCEPT_BURST {
+            let accepted = match guard.try_io(|l| l.get_ref().accept()) {
+                Err(_would_block) => break, // readiness cleared: wait for the next connection
+                Ok(accepted) => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    if let Some(p) = admit(stream, peer, &ctx, &mut here) {
+                        parked.push(p);
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors, mostly: the queue waits in the kernel meanwhile.
+                    warn!(error = %e, "TCP accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
             }
-        };
-        // What the client sent already: a connection with a query waiting is not idle, so a
-        // flood of idle connections queued behind it cannot evict it before it is served.
-        let mut input = Input::new();
-        match (&*SockRef::from(&stream)).read(input.spare()) {
-            Ok(0) => continue, // closed already
-            Ok(n) => input.end = n,
+        }
+        drop(guard);
+        for p in parked.drain(..) {
+            look_again(p, &ctx);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// What the accept loop and the connections' tasks share.
+struct Ctx {
+    shared: Shared,
+    limits: TcpLimits,
+    registry: Arc<Registry>,
+    cancel: CancellationToken,
+}
+
+/// Buffers of the accept loop's own answers.
+struct Inline {
+    scratch: Scratch,
+    out: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+/// Admits one accepted connection and answers its query if that is all it sent; returns it
+/// parked, or `None` when it was handed to a task or closed.
+fn admit(stream: std::net::TcpStream, peer: SocketAddr, ctx: &Ctx, here: &mut Inline) -> Option<Parked> {
+    let (registry, shared) = (&ctx.registry, &ctx.shared);
+    stream.set_nonblocking(true).ok()?;
+    // What the client sent already: a connection with a query waiting is not idle, so a flood
+    // of idle connections queued behind it cannot evict it before it is served.
+    let mut input = Input::new();
+    match (&stream).read(input.spare()) {
+        Ok(0) => return None, // closed already
+        Ok(n) => input.end = n,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+        Err(_) => return None,
+    }
+    let admitted = match registry.admit(peer.ip(), input.has_query()) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            debug!(%peer, ?refusal, "TCP connection closed at once: every connection is busy.");
+            return None;
+        }
+    };
+    if admitted.evicted {
+        debug!(%peer, "An idle TCP connection was closed to make room for a new one.");
+    }
+    let mut p = Parked { stream, peer, slot: admitted.slot, input };
+    if p.input.only_one_query() {
+        let before = p.input.start;
+        let (from, to) = p.input.next_query()?;
+        let counters = telemetry::metrics().tcp();
+        let started = Instant::now();
+        here.pending.clear();
+        match answer_one(shared, peer, &p.input.buf[from..to], &mut here.scratch, &mut here.out, &counters) {
+            Answered::Reply { rcode, truncated, log } => {
+                frame(&mut here.pending, &here.out);
+                registry.idle(p.slot);
+                let written = (&p.stream).write(&here.pending).unwrap_or(0);
+                counters.responded(rcode, truncated, started.elapsed());
+                if log {
+                    telemetry::query_logged(Proto::Tcp, peer.ip(), &p.input.buf[from..to], Some(&here.out));
+                }
+                if written < here.pending.len() {
+                    // The rest waits for the client on the connection's own task.
+                    let rest = here.pending[written..].to_vec();
+                    spawn(p, rest, ctx);
+                    return None;
+                }
+            }
+            Answered::Nothing => registry.idle(p.slot),
+            Answered::Forward { .. } => p.input.start = before, // answered on its task, which may wait
+            Answered::Panicked => {
+                registry.release(p.slot);
+                return None;
+            }
+        }
+    }
+    Some(p)
+}
+
+/// A parked connection after the burst: closed if the client closed, else given a task.
+fn look_again(mut p: Parked, ctx: &Ctx) {
+    let registry = &ctx.registry;
+    if !p.input.has_query() {
+        match (&p.stream).read(p.input.spare()) {
+            Ok(0) => return registry.release(p.slot),
+            Ok(n) => p.input.end += n,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-            Err(_) => continue,
+            Err(_) => return registry.release(p.slot),
         }
-        let admitted = match registry.admit(peer.ip(), input.has_query()) {
-            Ok(admitted) => admitted,
-            Err(refusal) => {
-                debug!(%peer, ?refusal, "TCP connection closed at once: every connection is busy.");
-                continue;
-            }
-        };
-        if admitted.evicted {
-            debug!(%peer, "An idle TCP connection was closed to make room for a new one.");
+    }
+    spawn(p, Vec::new(), ctx);
+}
+
+/// Serves a connection on its own task from where the accept loop left it.
+fn spawn(p: Parked, pending: Vec<u8>, ctx: &Ctx) {
+    let stream = match TcpStream::from_std(p.stream) {
+        Ok(stream) => stream,
+        Err(e) => {
+            debug!(peer = %p.peer, error = %e, "A TCP connection could not be registered.");
+            return ctx.registry.release(p.slot);
         }
-        let (shared, registry, cancel) = (shared.clone(), Arc::clone(&registry), cancel.clone());
-        tokio::spawn(async move {
-            let held = Held { registry: &registry, slot: admitted.slot };
-            let mut conn = Connection::new(stream, input, peer, &shared, &limits, &registry, admitted.slot);
-            if let Err(e) = conn.serve(&cancel).await {
-                debug!(%peer, error = %e, "TCP connection ended with an error.");
-            }
-            drop(held);
-        });
+    };
+    let (shared, registry) = (ctx.shared.clone(), Arc::clone(&ctx.registry));
+    let (limits, cancel) = (ctx.limits, ctx.cancel.clone());
+    tokio::spawn(async move {
+        let held = Held { registry: &registry, slot: p.slot };
+        let mut conn = Connection::new(stream, p.input, p.peer, &shared, &limits, &registry, p.slot);
+        conn.pending = pending;
+        if let Err(e) = conn.serve(&cancel).await {
+            debug!(peer = %p.peer, error = %e, "TCP connection ended with an error.");
+        }
+        drop(held);
+    });
+}
+
+fn frame(pending: &mut Vec<u8>, reply: &[u8]) {
+    pending.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+    pending.extend_from_slice(reply);
+}
+
+/// What answering one query gave.
+enum Answered {
+    /// `out` holds the reply; `log`: the query log samples it.
+    Reply { rcode: u16, truncated: bool, log: bool },
+    /// Not ours: relay it (only a task may wait for that).
+    Forward { qtype: u16 },
+    /// No reply (a response, a runt).
+    Nothing,
+    /// A bug; the connection is closed.
+    Panicked,
+}
+
+fn answer_one(
+    shared: &Shared,
+    peer: SocketAddr,
+    query: &[u8],
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+    counters: &telemetry::dns::SharedCounters,
+) -> Answered {
+    let snapshot = shared.catalog.load();
+    let settings = shared.settings.load();
+    let client = settings.acl.access(peer.ip());
+    let log = !settings.query_log.is_off() && settings.query_log.hit(&mut fastrand::Rng::new());
+    let answered =
+        catch_unwind(AssertUnwindSafe(|| respond(query, &snapshot, &settings, Transport::Tcp, client, scratch, out)));
+    match answered {
+        Ok(Action::Reply(o)) if !out.is_empty() => {
+            counters.request(o.qtype);
+            Answered::Reply { rcode: o.rcode, truncated: o.truncated, log }
+        }
+        Ok(Action::Reply(o)) => {
+            counters.request(o.qtype);
+            Answered::Nothing
+        }
+        Ok(Action::Forward(o)) => Answered::Forward { qtype: o.qtype },
+        Ok(Action::Ignore) => Answered::Nothing,
+        Err(_) => {
+            error!(len = query.len(), "Answering a TCP query panicked; connection closed.");
+            *scratch = Scratch::default();
+            Answered::Panicked
+        }
     }
 }
 
@@ -143,6 +318,14 @@ impl Input {
         let at = self.start + 2;
         self.start = at + len;
         Some((at, at + len))
+    }
+
+    /// Whether the buffer holds exactly one complete query and nothing else.
+    fn only_one_query(&self) -> bool {
+        match &self.buf[self.start..self.end] {
+            [a, b, rest @ ..] => rest.len() == usize::from(u16::from_be_bytes([*a, *b])),
+            _ => false,
+        }
     }
 
     fn has_query(&self) -> bool {
@@ -230,6 +413,9 @@ impl<'a> Connection<'a> {
     /// connection is evicted or the server stops. A query in hand when stopping starts is
     /// answered first; relayed ones are awaited here.
     async fn serve(&mut self, cancel: &CancellationToken) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.flush().await?;
+        }
         loop {
             let deadline = tokio::time::Instant::now() + self.limits.idle_timeout;
             while !self.input.has_query() {
@@ -298,43 +484,26 @@ impl<'a> Connection<'a> {
             let Some((from, to)) = self.input.next_query() else { break };
             let started = Instant::now();
             let query = &self.input.buf[from..to];
-            let (answered, log) = {
-                let snapshot = self.shared.catalog.load();
-                let settings = self.shared.settings.load();
-                let client = settings.acl.access(self.peer.ip());
-                let log = !settings.query_log.is_off() && settings.query_log.hit(&mut fastrand::Rng::new());
-                let answered = catch_unwind(AssertUnwindSafe(|| {
-                    respond(query, &snapshot, &settings, Transport::Tcp, client, &mut self.scratch, &mut self.out)
-                }));
-                (answered, log)
-            };
-            let (rcode, truncated) = match answered {
-                Ok(Action::Reply(o)) => {
-                    counters.request(o.qtype);
-                    (o.rcode, o.truncated)
-                }
-                Ok(Action::Forward(o)) => {
-                    counters.request(o.qtype);
-                    counters.forwarded();
-                    let settings = self.shared.settings.load_full();
-                    self.shared.forwarder.resolve(query, Transport::Tcp, &settings, &mut self.out).await;
-                    match self.out.get(..4) {
-                        Some(header) => (u16::from(header[3] & 0x0F), header[2] & 0x02 != 0),
-                        None => continue,
+            let (rcode, truncated, log) =
+                match answer_one(self.shared, self.peer, query, &mut self.scratch, &mut self.out, &counters) {
+                    Answered::Reply { rcode, truncated, log } => (rcode, truncated, log),
+                    Answered::Nothing => continue,
+                    Answered::Panicked => return Err(io::Error::other("answering a query panicked")),
+                    Answered::Forward { qtype } => {
+                        counters.request(qtype);
+                        counters.forwarded();
+                        let settings = self.shared.settings.load_full();
+                        self.shared.forwarder.resolve(query, Transport::Tcp, &settings, &mut self.out).await;
+                        match self.out.get(..4) {
+                            Some(header) => (u16::from(header[3] & 0x0F), header[2] & 0x02 != 0, false),
+                            None => continue,
+                        }
                     }
-                }
-                Ok(Action::Ignore) => continue,
-                Err(_) => {
-                    error!(len = query.len(), "Answering a TCP query panicked; connection closed.");
-                    self.scratch = Scratch::default();
-                    return Err(io::Error::other("answering a query panicked"));
-                }
-            };
+                };
             if self.out.is_empty() {
                 continue;
             }
-            self.pending.extend_from_slice(&(self.out.len() as u16).to_be_bytes());
-            self.pending.extend_from_slice(&self.out);
+            frame(&mut self.pending, &self.out);
             counters.responded(rcode, truncated, started.elapsed());
             if log {
                 telemetry::query_logged(Proto::Tcp, self.peer.ip(), query, Some(&self.out));
