@@ -51,8 +51,8 @@ while (($#)); do
   esac
 done
 ((${#parts[@]})) || parts=(qps abuse)
-for t in dnsperf knotd dig taskset awk; do
-  command -v "$t" >/dev/null || die "$t is missing: apt-get install -y dnsperf knot dnsutils util-linux gawk."
+for t in dnsperf knotd dig taskset awk ss; do
+  command -v "$t" >/dev/null || die "$t is missing: apt-get install -y dnsperf knot dnsutils util-linux gawk iproute2."
 done
 [[ -x $bin ]] || die "$bin is not there: cargo build --release --bin consul-dns (or pass --bin)."
 [[ -x $tool ]] || die "$tool is not there: cargo build --release --example tcp_load (or pass --tool)."
