@@ -2,7 +2,7 @@
 # bench/tcp.sh: every TCP figure of the README, consul-dns and Knot DNS in the same run, each
 # server pinned to CPU 0 and capped by a cpu cgroup, the load on CPU 1 (bench/README.md says why).
 #
-# usage: bench/tcp.sh [options] [qps] [abuse]      (from the repository root, as root, after
+# usage: bench/tcp.sh [options] [qps] [abuse] [callgrind]   (from the repository root, as root, after
 #        cargo build --release --bin consul-dns --example tcp_load)
 #   qps     queries per second over TCP, rounds alternating consul-dns, knot:
 #             pipelined: dnsperf -m tcp with -c connections (16), 100 queries outstanding
