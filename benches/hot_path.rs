@@ -114,7 +114,7 @@ fn bench_round_trip(c: &mut Criterion) {
     };
     let bound = server::bind(&["127.0.0.1:0".parse().unwrap()], 1).unwrap();
     let addr = bound[0].addr;
-    let running = runtime.block_on(async { server::start(bound, &shared) }).unwrap();
+    let running = runtime.block_on(async { server::start(bound, &shared, Default::default()) }).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.connect(addr).unwrap();
     let packet = query("svc1.service.consul", wire::rtype::SRV);

@@ -135,7 +135,7 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
         None => None,
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let running = server::start(bound, &shared)?;
+    let running = server::start(bound, &shared, config.tcp)?;
 
     let cancel = CancellationToken::new();
     let http_task = http_listener.map(|listener| {
@@ -232,10 +232,14 @@ impl Daemon {
             }
         }
         let current = &self.config;
-        if next.listen != current.listen || next.udp_workers != current.udp_workers || next.http != current.http {
+        if next.listen != current.listen
+            || next.udp_workers != current.udp_workers
+            || next.tcp != current.tcp
+            || next.http != current.http
+        {
             let listen: Vec<String> = next.listen.iter().map(ToString::to_string).collect();
             let http = next.http.map_or_else(|| "off".to_owned(), |a| a.to_string());
-            warn!(?listen, %http, "Listen addresses and workers change only on restart.");
+            warn!(?listen, %http, "Listen addresses, workers and TCP limits change only on restart.");
         }
         if next.log_level != current.log_level
             && let Err(e) = telemetry::set_log_level(&current.log_level, &next.log_level)

@@ -117,6 +117,34 @@ keys! {
     #[arg(long, value_name = "N")]
     udp_workers: Bounded<1, 1024> = "udp_workers" by parse,
 
+    /// Most TCP connections open at once; a new one beyond it closes the oldest idle one
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    tcp_max_connections: Bounded<1, 65535> = "tcp_max_connections" by parse,
+
+    /// Most TCP connections from one client (see tcp_client_prefix_v4/_v6); a new one beyond
+    /// it closes that client's oldest idle one [default: 128]
+    #[arg(long, value_name = "N")]
+    tcp_max_per_client: Bounded<1, 65535> = "tcp_max_per_client" by parse,
+
+    /// IPv4 prefix length counted as one TCP client: 32 = each address, 24 = each /24
+    /// [default: 32]
+    #[arg(long, value_name = "BITS")]
+    tcp_client_prefix_v4: Bounded<0, 32> = "tcp_client_prefix_v4" by parse,
+
+    /// IPv6 prefix length counted as one TCP client [default: 64]
+    #[arg(long, value_name = "BITS")]
+    tcp_client_prefix_v6: Bounded<0, 128> = "tcp_client_prefix_v6" by parse,
+
+    /// A TCP connection without a complete query for this long since its last reply (or its
+    /// start) is closed, e.g. 8s, 500ms [default: 8s]
+    #[arg(long, value_name = "DURATION")]
+    tcp_idle_timeout: Millis = "tcp_idle_timeout" by parse,
+
+    /// A TCP connection whose client takes no reply for this long is closed [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    tcp_write_timeout: Millis = "tcp_write_timeout" by parse,
+
     /// Log filter: error, warn, info, debug, trace, or tracing directives [default: info]
     #[arg(long, value_name = "FILTER")]
     log_level: String = "log_level" by text,

@@ -10,6 +10,7 @@ pub mod layer;
 pub mod origin;
 pub mod show;
 pub mod source;
+pub mod tcp;
 pub mod ttl;
 pub mod value;
 
@@ -185,6 +186,8 @@ pub struct Config {
     pub max_udp_size: u16,
     /// UDP worker threads per address.
     pub udp_workers: usize,
+    /// TCP connection caps and timeouts.
+    pub tcp: tcp::TcpLimits,
     /// Log filter.
     pub log_level: String,
     /// Text or JSON log lines.
@@ -341,6 +344,7 @@ pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, Conf
     let sources = source::resolve(&layer, consul_env)?;
     let chaos_version = chaos_version(&layer)?;
     let rrl = RrlConfig::from_layer(&layer);
+    let tcp = tcp::limits(&layer)?;
     let domain = layer.domain.unwrap_or_else(|| DomainName::new("consul.").expect("a valid literal"));
     if layer.alt_domain.as_ref() == Some(&domain) {
         return Err(ConfigError::Invalid { key: "alt_domain", message: "must differ from domain".into() });
@@ -401,6 +405,7 @@ pub fn resolve_with(layer: Layer, consul_env: &ConsulEnv) -> Result<Config, Conf
         a_record_limit: layer.a_record_limit.map_or(0, |n| n.0),
         max_udp_size: layer.max_udp_size.map_or(1232, |n| n.0 as u16),
         udp_workers: layer.udp_workers.map_or_else(default_workers, |n| n.0 as usize),
+        tcp,
         log_level: layer.log_level.unwrap_or_else(|| "info".into()),
         log_format: layer.log_format.unwrap_or_default(),
         query_log_sample: layer.query_log_sample.unwrap_or_default(),

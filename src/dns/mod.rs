@@ -12,6 +12,7 @@ pub mod message;
 pub mod name;
 pub mod rrl;
 pub mod server;
+pub mod tcp;
 pub mod udp_batch;
 
 use std::net::IpAddr;

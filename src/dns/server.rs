@@ -5,8 +5,8 @@
 //! receive buffer, response buffer and shuffle state, no task or allocation per packet. With a
 //! fixed port and several workers each worker gets its own socket in an `SO_REUSEPORT` group;
 //! with port 0 (tests) the workers share one socket, because the kernel may hand a port-0
-//! `SO_REUSEPORT` bind a port another process already holds. TCP runs on tokio: 2-byte length
-//! framing, many queries per connection (S1.2), an idle timeout and a connection cap.
+//! `SO_REUSEPORT` bind a port another process already holds. TCP runs on tokio
+//! ([`crate::dns::tcp`]: framing, connection limits, eviction, timeouts).
 //!
 //! Questions for the recursors ([`Action::Forward`]) never hold a UDP worker: it queues them on
 //! the [`UdpRelay`] (or, when that is full, sends the SERVFAIL `respond` prepared). A TCP
@@ -35,11 +35,13 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+use crate::dns::tcp::registry::Registry;
+use crate::dns::tcp::{self as tcp, TcpLimits};
 
 use crate::catalog::Catalog;
 use crate::dns::Settings;
@@ -52,12 +54,6 @@ use crate::telemetry::{self, dns::Proto};
 
 /// How long a UDP worker blocks before looking at the stop flag.
 const UDP_POLL: Duration = Duration::from_millis(200);
-/// A TCP connection with no query for this long is closed (miekg/dns uses 8 s, S1.2).
-const TCP_IDLE: Duration = Duration::from_secs(8);
-/// Time allowed to receive the rest of a query once its length arrived.
-const TCP_READ: Duration = Duration::from_secs(2);
-/// Concurrent TCP connections; further ones wait in the kernel's backlog.
-const TCP_MAX_CONNECTIONS: usize = 1024;
 /// How often a port-0 bind is retried when TCP cannot take the port UDP got.
 const BIND_ATTEMPTS: usize = 16;
 /// How long stopping waits for TCP connections to finish the query in hand. A relayed query
@@ -167,6 +163,11 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<StdTcpListener> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    // Accepted sockets inherit these: replies go out without waiting for more (our writes are
+    // already whole batches), and what one client can make us queue is bounded.
+    socket.set_tcp_nodelay(true)?;
+    let _ = socket.set_send_buffer_size(tcp::SOCKET_BUFFER);
+    let _ = socket.set_recv_buffer_size(tcp::SOCKET_BUFFER);
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
@@ -191,16 +192,16 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     cancel: CancellationToken,
-    connections: Arc<Semaphore>,
+    connections: Arc<Registry>,
 }
 
-/// Starts the UDP workers and TCP acceptors on already-bound sockets. Must run inside a tokio
-/// runtime (for TCP).
-pub fn start(bound: Vec<Bound>, shared: &Shared) -> io::Result<Running> {
+/// Starts the UDP workers and TCP acceptors on already-bound sockets, TCP within `limits`
+/// (shared by every address). Must run inside a tokio runtime (for TCP).
+pub fn start(bound: Vec<Bound>, shared: &Shared, limits: TcpLimits) -> io::Result<Running> {
     let stop = Arc::new(AtomicBool::new(false));
     let cancel = CancellationToken::new();
     let mut threads = Vec::new();
-    let connections = Arc::new(Semaphore::new(TCP_MAX_CONNECTIONS));
+    let connections = Arc::new(tcp::registry(&limits));
     let (relay, relay_task) =
         UdpRelay::start(Arc::clone(&shared.forwarder), Arc::clone(&shared.settings), cancel.clone());
     let mut tasks = vec![relay_task];
@@ -215,9 +216,12 @@ pub fn start(bound: Vec<Bound>, shared: &Shared) -> io::Result<Running> {
                 .spawn(move || udp_worker(socket, shared, relay, limiter, stop))?;
             threads.push(handle);
         }
-        let listener = TcpListener::from_std(b.tcp)?;
+        // SAFETY: the listener owns its descriptor, which stays open and the same for as long as
+        // the AsyncFd that takes the listener exists.
+        let listener = unsafe { AsyncFd::register_with_interest(b.tcp, Interest::READABLE) }?;
         let (shared, cancel, connections) = (shared.clone(), cancel.clone(), Arc::clone(&connections));
-        tasks.push(crate::supervise::spawn("tcp_accept", accept_loop(listener, shared, cancel, connections)));
+        let accept = tcp::accept_loop(listener, shared, limits, connections, cancel);
+        tasks.push(crate::supervise::spawn("tcp_accept", accept));
     }
     Ok(Running { stop, threads, tasks, cancel, connections })
 }
@@ -231,20 +235,12 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
-        let open = TCP_MAX_CONNECTIONS - self.connections.available_permits();
-        // Every connection holds a permit until it ends: all permits back = all drained.
-        let drained = tokio::time::timeout(TCP_DRAIN, self.connections.acquire_many(TCP_MAX_CONNECTIONS as u32)).await;
-        match drained {
-            Ok(_) => info!(connections = open, "TCP connections drained."),
-            Err(_) => {
-                let cut = TCP_MAX_CONNECTIONS - self.connections.available_permits();
-                warn!(
-                    connections = open,
-                    cut,
-                    drain_secs = TCP_DRAIN.as_secs(),
-                    "TCP drain timed out; connections cut."
-                );
-            }
+        let open = self.connections.open();
+        if self.connections.drained(TCP_DRAIN).await {
+            info!(connections = open, "TCP connections drained.");
+        } else {
+            let cut = self.connections.open();
+            warn!(connections = open, cut, drain_secs = TCP_DRAIN.as_secs(), "TCP drain timed out; connections cut.");
         }
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -346,111 +342,6 @@ fn log_sampled(batch: &Batch, mut sampled: u32) {
         sampled &= sampled - 1;
         if let (Some(peer), (Some(packet), reply)) = (batch.peer(i), batch.view(i)) {
             telemetry::query_logged(Proto::Udp, peer.ip(), packet, reply);
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Shared, cancel: CancellationToken, connections: Arc<Semaphore>) {
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let (shared, cancel) = (shared.clone(), cancel.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, peer, &shared, &cancel).await {
-                        debug!(%peer, error = %e, "TCP connection ended with an error.");
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "TCP accept failed.");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// Serves length-prefixed queries on one connection until EOF, idle timeout or shutdown. A
-/// query being answered when shutdown starts is finished first; relayed ones are awaited here.
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    cancel: &CancellationToken,
-) -> io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let mut scratch = Scratch::default();
-    let mut query = Vec::new();
-    let mut out = Vec::new();
-    let mut framed = Vec::new();
-    let counters = telemetry::metrics().tcp();
-    loop {
-        let len = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            len = tokio::time::timeout(TCP_IDLE, stream.read_u16()) => match len {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(len) => len? as usize,
-            },
-        };
-        query.resize(len, 0);
-        match tokio::time::timeout(TCP_READ, stream.read_exact(&mut query)).await {
-            Ok(read) => read?,
-            Err(_) => return Ok(()),
-        };
-        let started = Instant::now();
-        let (answered, log) = {
-            let snapshot = shared.catalog.load();
-            let settings = shared.settings.load();
-            let client = settings.acl.access(peer.ip());
-            let log = !settings.query_log.is_off() && settings.query_log.hit(&mut fastrand::Rng::new());
-            let answered = catch_unwind(AssertUnwindSafe(|| {
-                respond(&query, &snapshot, &settings, Transport::Tcp, client, &mut scratch, &mut out)
-            }));
-            (answered, log)
-        };
-        let (rcode, truncated) = match answered {
-            Ok(Action::Reply(o)) => {
-                counters.request(o.qtype);
-                (o.rcode, o.truncated)
-            }
-            Ok(Action::Forward(o)) => {
-                counters.request(o.qtype);
-                counters.forwarded();
-                let settings = shared.settings.load_full();
-                shared.forwarder.resolve(&query, Transport::Tcp, &settings, &mut out).await;
-                match out.get(..4) {
-                    Some(header) => (u16::from(header[3] & 0x0F), header[2] & 0x02 != 0),
-                    None => continue,
-                }
-            }
-            Ok(Action::Ignore) => continue,
-            Err(_) => {
-                error!(len, "Answering a TCP query panicked; connection closed.");
-                return Ok(());
-            }
-        };
-        if out.is_empty() {
-            continue;
-        }
-        framed.clear();
-        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&out);
-        stream.write_all(&framed).await?;
-        counters.responded(rcode, truncated, started.elapsed());
-        if log {
-            telemetry::query_logged(Proto::Tcp, peer.ip(), &query, Some(&out));
         }
     }
 }

@@ -31,3 +31,4 @@ mod robustness;
 mod rrl;
 mod spec;
 mod support;
+mod tcp_limits;
