@@ -118,6 +118,7 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
     let static_catalog = config.sources.static_catalog.clone().unwrap_or(config::CatalogSource::Embedded);
     let (catalog_file, catalog_rx) = watch::channel(static_catalog);
     let state_dir = config.sources.live.as_ref().and(config.state_dir.clone());
+    let restored = seed.restored.is_some();
     let mut publisher = Publisher::new(backend, Arc::clone(&catalog), options_rx, state_dir, seed.restored);
     if let Some(dc) = &seed.datacenter {
         publisher.set_datacenter(dc);
@@ -142,8 +143,8 @@ pub async fn start(config: Config, reloader: Reloader) -> anyhow::Result<Daemon>
         // max_stale also bounds readiness: a live source's catalog not confirmed for longer is stale.
         let max_age = config.sources.live.as_ref().and(config.max_stale);
         let live = config.sources.live.as_ref().map(|_| backend);
-        let state =
-            http::State { catalog: Arc::clone(&catalog), metrics: telemetry::metrics(), max_age, started, live };
+        let metrics = telemetry::metrics();
+        let state = http::State { catalog: Arc::clone(&catalog), metrics, max_age, started, live, restored };
         http::serve(listener, Arc::new(state), cancel.clone())
     });
     let source = Source::new(&config.sources, catalog_rx, seed.version);

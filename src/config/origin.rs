@@ -151,8 +151,12 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// Variables of this prefix that are no settings but are not typos either: the build's own
-/// (set by the build script, and so present under `cargo test`).
-const NOT_SETTINGS: [&str; 2] = ["CONSUL_DNS_COMMIT", "CONSUL_DNS_PROFILE"];
+/// (set by the build script, and so present under `cargo test`), and those of the
+/// repository's scripts and tools, which a daemon they start inherits.
+const NOT_SETTINGS: [&str; 4] = ["CONSUL_DNS_COMMIT", "CONSUL_DNS_PROFILE", "CONSUL_DNS_BIN", "CONSUL_DNS_ARGS"];
+/// Prefixes of such variables: the test suite's (`CONSUL_DNS_TEST_CONSUL`) and the fuzzing
+/// run's (`CONSUL_DNS_FUZZ_SECONDS`).
+const NOT_SETTINGS_PREFIXES: [&str; 2] = ["CONSUL_DNS_TEST_", "CONSUL_DNS_FUZZ_"];
 
 /// A warning sentence for every `CONSUL_DNS_*` variable among `names` that is no setting,
 /// naming the closest one.
@@ -160,7 +164,9 @@ pub fn unknown_env_vars(names: impl IntoIterator<Item = String>) -> Vec<String> 
     let known: Vec<&str> = KEYS.iter().copied().chain([&ENV_CONFIG[ENV_PREFIX.len()..]]).collect();
     let mut warnings: Vec<String> = names
         .into_iter()
-        .filter(|name| !NOT_SETTINGS.contains(&name.as_str()))
+        .filter(|name| {
+            !NOT_SETTINGS.contains(&name.as_str()) && !NOT_SETTINGS_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
         .filter_map(|name| {
             let key = name.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
             if known.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
@@ -204,6 +210,13 @@ mod tests {
                 "environment variable CONSUL_DNS_NODE_TLL is not a consul-dns setting and is ignored; did you mean CONSUL_DNS_NODE_TTL?"
             ]
         );
+    }
+
+    /// `scripts/test` exports CONSUL_DNS_TEST_CONSUL, which every daemon a test starts inherits.
+    #[test]
+    fn the_scripts_own_variables_are_no_typos() {
+        let names = ["CONSUL_DNS_TEST_CONSUL", "CONSUL_DNS_FUZZ_SECONDS", "CONSUL_DNS_BIN", "CONSUL_DNS_COMMIT"];
+        assert!(unknown_env_vars(names.map(String::from)).is_empty());
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct State {
     /// The live source, if any: until it first publishes, what is served is only the
     /// seed (the static catalog or the restored one), and `/ready` says so.
     pub live: Option<crate::telemetry::Backend>,
+    /// The seed is a catalog restored from the state directory (not the static catalog).
+    pub restored: bool,
 }
 
 /// Binds the listener (before anything announces readiness, so a busy port stops start-up).
@@ -175,7 +177,7 @@ fn ready(state: &State) -> Reply {
     let as_of = state.metrics.catalog_as_of();
     let seed = match state.live {
         Some(backend) if snapshot.is_synced() && !state.metrics.ever_published(backend) => {
-            Some(if as_of.is_some() { health::Seed::Restored } else { health::Seed::Static })
+            Some(if state.restored { health::Seed::Restored } else { health::Seed::Static })
         }
         _ => None,
     };
@@ -276,6 +278,7 @@ mod tests {
             max_age: Some(hour),
             started: std::time::Instant::now(),
             live: None,
+            restored: false,
         };
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
