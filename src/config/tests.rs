@@ -387,3 +387,12 @@ fn database_and_etcd_sources_resolve_and_exclude_each_other() {
     let zero = Layer { db_poll_interval: Some(value::Millis(Duration::ZERO)), ..Layer::default() };
     assert!(resolve(zero).unwrap_err().to_string().contains("db_poll_interval"));
 }
+
+/// Found by the `static_catalog` fuzz target: an error offset inside a multi-byte character
+/// (a catalog `"ݟ`) sliced the text off a character boundary and panicked.
+#[test]
+fn locate_takes_an_offset_inside_a_character_as_its_start() {
+    assert_eq!(locate("\"\u{75f}", 2), (1, 2, "\"\u{75f}".to_owned()));
+    assert_eq!(locate("a = 1\nné = x", 9), (2, 3, "né = x".to_owned()));
+    assert_eq!(locate("x", 99), (1, 2, "x".to_owned()));
+}
