@@ -128,19 +128,29 @@ pub fn restore(dir: &Path) -> Result<Option<Restored>, PersistError> {
         Err(e) => return Err(PersistError::Io { path, source: e }),
     };
     let confirmed = file.metadata().and_then(|m| m.modified()).map_err(io_error(&path))?;
-    let decode = |message: String| PersistError::Decode { path: path.clone(), message };
-    let doc: disk::Document =
-        serde_json::from_reader(BufReader::with_capacity(1 << 16, file)).map_err(|e| decode(e.to_string()))?;
+    let (data, datacenter) = decode_from(&path, BufReader::with_capacity(1 << 16, file))?;
+    Ok(Some(Restored { data, datacenter, confirmed }))
+}
+
+/// Decodes the bytes of a state file (`path` names it in errors): the validated catalog and
+/// the datacenter it was synced for.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<(CatalogData, String), PersistError> {
+    decode_from(path, bytes)
+}
+
+fn decode_from(path: &Path, reader: impl io::Read) -> Result<(CatalogData, String), PersistError> {
+    let decode = |message: String| PersistError::Decode { path: path.to_owned(), message };
+    let doc: disk::Document = serde_json::from_reader(reader).map_err(|e| decode(e.to_string()))?;
     if doc.format != FORMAT {
         return Err(decode(format!("format {:?}", doc.format)));
     }
     if doc.version != VERSION {
-        return Err(PersistError::Version { path, found: doc.version });
+        return Err(PersistError::Version { path: path.to_owned(), found: doc.version });
     }
     let datacenter = doc.datacenter.clone();
     let data = doc.into_model().map_err(decode)?;
-    data.validate().map_err(|source| PersistError::Invalid { path: path.clone(), source })?;
-    Ok(Some(Restored { data, datacenter, confirmed }))
+    data.validate().map_err(|source| PersistError::Invalid { path: path.to_owned(), source })?;
+    Ok((data, datacenter))
 }
 
 /// The on-disk shapes: our own names, independent of the in-memory model.

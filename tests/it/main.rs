@@ -14,6 +14,7 @@ mod docs;
 mod examples;
 mod fake;
 mod forward;
+mod fuzz_corpus;
 mod kong;
 mod layout;
 mod ops;
