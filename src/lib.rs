@@ -27,6 +27,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod http;
 pub mod memory;

@@ -184,26 +184,44 @@ pub fn restore(dir: &Path) -> Result<Option<Restored>, PersistError> {
         Err(e) => return Err(PersistError::Io { path, source: e }),
     };
     let modified = file.metadata().and_then(|m| m.modified()).map_err(io_error(&path))?;
-    let decode = |message: String| PersistError::Decode { path: path.clone(), message };
-    let doc: disk::Document =
-        serde_json::from_reader(BufReader::with_capacity(1 << 16, file)).map_err(|e| decode(e.to_string()))?;
-    if doc.format != FORMAT {
-        return Err(decode(format!("format {:?}", doc.format)));
-    }
-    let (confirmed, age_from_mtime) = match (doc.version, doc.saved_at, doc.generation) {
-        (VERSION, Some(saved_at), Some(generation)) => {
+    let (data, datacenter, stamp) = decode_from(&path, BufReader::with_capacity(1 << 16, file))?;
+    let (confirmed, age_from_mtime) = match stamp {
+        Some((saved_at, generation)) => {
             let confirmation = read_confirmation(dir).filter(|c| c.generation == generation);
             let last = confirmation.map_or(saved_at, |c| c.confirmed_at.max(saved_at));
             (from_unix_ms(last), false)
         }
+        None => (modified, true),
+    };
+    Ok(Some(Restored { data, datacenter, confirmed, age_from_mtime }))
+}
+
+/// Decodes the bytes of a state file (`path` names it in errors): the validated catalog and
+/// the datacenter it was synced for.
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<(CatalogData, String), PersistError> {
+    decode_from(path, bytes).map(|(data, datacenter, _)| (data, datacenter))
+}
+
+/// The catalog, its datacenter, and (`saved_at`, `generation`) for a current file; `None`
+/// for a version 1 file, whose age is its modification time.
+type Decoded = (CatalogData, String, Option<(u64, u64)>);
+
+fn decode_from(path: &Path, reader: impl io::Read) -> Result<Decoded, PersistError> {
+    let decode = |message: String| PersistError::Decode { path: path.to_owned(), message };
+    let doc: disk::Document = serde_json::from_reader(reader).map_err(|e| decode(e.to_string()))?;
+    if doc.format != FORMAT {
+        return Err(decode(format!("format {:?}", doc.format)));
+    }
+    let stamp = match (doc.version, doc.saved_at, doc.generation) {
+        (VERSION, Some(saved_at), Some(generation)) => Some((saved_at, generation)),
         (VERSION, _, _) => return Err(decode("no saved_at or generation".into())),
-        (VERSION_MTIME, _, _) => (modified, true),
-        (found, _, _) => return Err(PersistError::Version { path, found }),
+        (VERSION_MTIME, _, _) => None,
+        (found, _, _) => return Err(PersistError::Version { path: path.to_owned(), found }),
     };
     let datacenter = doc.datacenter.clone();
     let data = doc.into_model().map_err(decode)?;
-    data.validate().map_err(|source| PersistError::Invalid { path: path.clone(), source })?;
-    Ok(Some(Restored { data, datacenter, confirmed, age_from_mtime }))
+    data.validate().map_err(|source| PersistError::Invalid { path: path.to_owned(), source })?;
+    Ok((data, datacenter, stamp))
 }
 
 /// The on-disk shapes: our own names, independent of the in-memory model.

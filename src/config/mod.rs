@@ -136,14 +136,18 @@ impl ConfigError {
     }
 }
 
-/// 1-based line and column of a byte offset, and the line's text.
+/// 1-based line and column (in characters) of a byte offset, and the line's text. An offset
+/// inside a character (parsers may report one) counts as that character's start.
 pub fn locate(text: &str, offset: usize) -> (usize, usize, String) {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let start = before.rfind('\n').map_or(0, |i| i + 1);
     let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    (line, offset - start + 1, text[start..end].trim_end().to_owned())
+    (line, text[start..offset].chars().count() + 1, text[start..end].trim_end().to_owned())
 }
 
 /// Where the recursors come from.

@@ -522,3 +522,12 @@ fn print_config_says_where_each_value_came_from() {
     assert!(text.contains("# max_stale is not set  # default: no limit\n"), "{text}");
     assert_eq!(text.lines().count(), KEYS.len(), "one line per key:\n{text}");
 }
+
+/// Found by the `static_catalog` fuzz target: an error offset inside a multi-byte character
+/// (a catalog `"ݟ`) sliced the text off a character boundary and panicked.
+#[test]
+fn locate_takes_an_offset_inside_a_character_as_its_start() {
+    assert_eq!(locate("\"\u{75f}", 2), (1, 2, "\"\u{75f}".to_owned()));
+    assert_eq!(locate("a = 1\nné = x", 9), (2, 3, "né = x".to_owned()));
+    assert_eq!(locate("x", 99), (1, 2, "x".to_owned()));
+}

@@ -23,7 +23,11 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The tracked files that are text, with their contents.
+/// Where the fuzzer keeps the inputs it made: bytes, not prose, so neither citations nor
+/// references.
+const FUZZ_CORPUS: &str = "fuzz/corpus/";
+
+/// The tracked files that are text (the fuzz corpora aside), with their contents.
 fn tracked_text_files() -> Vec<(String, String)> {
     let out = Command::new("git")
         .args(["ls-files", "-z"])
@@ -33,7 +37,7 @@ fn tracked_text_files() -> Vec<(String, String)> {
     assert!(out.status.success(), "git ls-files failed: {}", String::from_utf8_lossy(&out.stderr));
     let list = String::from_utf8(out.stdout).expect("file names are UTF-8");
     list.split('\0')
-        .filter(|p| !p.is_empty())
+        .filter(|p| !p.is_empty() && !p.starts_with(FUZZ_CORPUS))
         .filter_map(|p| std::fs::read_to_string(root().join(p)).ok().map(|text| (p.to_string(), text)))
         .collect()
 }

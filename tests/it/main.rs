@@ -17,6 +17,7 @@ mod examples;
 mod fake;
 mod faults;
 mod forward;
+mod fuzz_corpus;
 mod knot_differential;
 mod kong;
 mod layout;

@@ -32,6 +32,8 @@ const SYSTEMD: &str = "installs into the machine's own systemd; tests/it/deploy_
 const REHEARSAL: &str = "stack_on_its_real_addresses_serves_kong_and_refuses_strangers";
 const KONG_CONFIG: &str = "kong_config_creates_the_seed_services_and_routes_and_stops_on_errors";
 const KUBERNETES: &str = "kubernetes_deployment_arguments_and_catalog_serve_and_probe";
+const FUZZ: &str =
+    "needs a nightly toolchain and minutes of CPU; scripts/fuzz runs it, tests/it/fuzz_corpus.rs replays the corpora";
 const BENCH: &str = "minutes of CPU and root for the cgroup; run by hand (bench/README.md)";
 
 /// (document, command as written, check).
@@ -210,6 +212,10 @@ const COMMANDS: &[(&str, &str, Check)] = &[
     ("bench/README.md", "bench/run.sh --mode rss", NotHere(BENCH)),
     ("bench/README.md", "bench/run.sh --mode change-latency", NotHere(BENCH)),
     ("bench/README.md", "bench/run.sh --help", Run),
+    // Fuzzing (fuzz/README.md): tests/it/fuzz_corpus.rs replays the corpora.
+    ("fuzz/README.md", "cargo install cargo-fuzz", NotHere(FUZZ)),
+    ("fuzz/README.md", "cargo +nightly fuzz run respond -- -max_total_time=600", NotHere(FUZZ)),
+    ("fuzz/README.md", "cargo +nightly fuzz cmin <target>", NotHere(FUZZ)),
     // The database and etcd sources (tests/it/db.rs, tests/it/db_source.rs).
     ("README.md", "consul-dns db", Test("sqlite_commands")),
     ("README.md", "export CONSUL_DNS_DATABASE_URL=sqlite:///var/lib/consul-dns/catalog.db", Test("round_trip")),

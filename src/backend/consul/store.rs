@@ -423,9 +423,11 @@ impl Dc {
     }
 
     fn replace_members(&mut self, key: &str, members: Vec<Member>, dirty: &mut Dirty) {
+        let members = last_copy_of_each(members);
         if self.services.get(key).is_some_and(|old| *old == members) {
             return;
         }
+        self.take_over(key, &members, dirty);
         self.mark_service(key, dirty);
         let old = self.services.remove(key).unwrap_or_default();
         for member in &old {
@@ -442,6 +444,38 @@ impl Dc {
             self.refresh_health(key);
         }
         self.mark_service(key, dirty);
+    }
+
+    /// Consul keeps one registration per service ID on a node: a member read for `key` that
+    /// another service still holds (the ID was registered again under a new name, and the old
+    /// service has not been read since) leaves that service now, so no moment's catalog holds
+    /// the instance twice.
+    fn take_over(&mut self, key: &str, members: &[Member], dirty: &mut Dirty) {
+        let moved: Vec<(String, String, String)> = members
+            .iter()
+            .filter_map(|m| {
+                let node = lower(m.instance.node.as_deref()?).into_owned();
+                let holder = self.by_node.get(&node)?.get(&m.instance.id)?;
+                (holder != key).then(|| (holder.clone(), node, m.instance.id.clone()))
+            })
+            .collect();
+        for (holder, node, id) in moved {
+            self.mark_service(&holder, dirty);
+            let Some(held) = self.services.get_mut(&holder) else { continue };
+            let Some(at) = held
+                .iter()
+                .position(|m| m.instance.id == id && m.instance.node.as_deref().is_some_and(|n| lower(n) == node))
+            else {
+                continue;
+            };
+            let member = held.remove(at);
+            if held.is_empty() {
+                self.services.remove(&holder);
+            }
+            self.unindex(&holder, &member);
+            self.refresh_health(&holder);
+            self.mark_service(&holder, dirty);
+        }
     }
 
     fn index(&mut self, key: &str, member: &Member) {
@@ -551,6 +585,18 @@ impl Dc {
         }
         data.mesh.extend(self.mesh());
     }
+}
+
+/// `members` with each (node, service ID) once, its last copy kept, in read order.
+fn last_copy_of_each(members: Vec<Member>) -> Vec<Member> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<Member> = members
+        .into_iter()
+        .rev()
+        .filter(|m| seen.insert((m.instance.node.as_deref().map(|n| lower(n).into_owned()), m.instance.id.clone())))
+        .collect();
+    kept.reverse();
+    kept
 }
 
 #[cfg(test)]

@@ -499,4 +499,13 @@ mod tests {
             .to_string();
         assert!(err.contains("services[0]") && err.contains("not defined"), "{err}");
     }
+
+    /// Found by the `static_catalog` fuzz target (see `config::locate`).
+    #[test]
+    fn a_catalog_with_a_multibyte_character_at_its_error_is_rejected_not_a_panic() {
+        let error = parse(std::path::Path::new("c.toml"), "\"\u{75f}", "dc1").unwrap_err();
+        assert!(error.to_string().contains("c.toml"), "{error}");
+        let json = parse(std::path::Path::new("c.json"), "\"\u{75f}", "dc1").unwrap_err();
+        assert!(json.to_string().contains("c.json"), "{json}");
+    }
 }

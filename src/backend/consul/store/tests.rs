@@ -193,3 +193,31 @@ fn a_node_gone_from_the_node_list_goes_with_its_last_instance() {
     assert!(data.nodes.iter().all(|n| n.name != "node-new"), "and from what is published");
     assert!(nodes(&store).contains("n1"), "nodes with instances stay even when unlisted");
 }
+
+/// Found by the `consul_bodies` fuzz target: an ID registered again under a new service name
+/// on the same node was held by both services until the old one was read again, so the
+/// exported catalog held the instance twice (and failed validation, e.g. on restore).
+#[test]
+fn an_id_registered_under_a_new_name_leaves_the_old_service() {
+    let mut store = live_store();
+    let mut mirror = Mirror::default();
+    store.export_changes(&mut mirror);
+    store.apply_services("dc1", list(&[("web", &["v1"]), ("api", &[]), ("renamed", &[])]));
+    store.apply_health("dc1", "renamed", vec![entry("renamed", "api-1", "n1", &[])]);
+    let dirty = dirty_services(&mut store);
+    assert!(dirty.contains(&"api".to_owned()) && dirty.contains(&"renamed".to_owned()), "{dirty:?}");
+    let (_, data) = store.dc_data("dc1").unwrap();
+    data.validate().expect("each (node, ID) once");
+    let holders: Vec<&str> = data.instances.iter().filter(|i| i.id == "api-1").map(|i| i.service.as_str()).collect();
+    assert_eq!(holders, ["renamed"]);
+    assert!(!store.dc("dc1").unwrap().services.contains_key("api"), "api had only that instance");
+}
+
+#[test]
+fn an_id_repeated_in_one_read_is_kept_once() {
+    let mut store = live_store();
+    store.apply_health("dc1", "web", vec![entry("web", "web-1", "n1", &[]), entry("web", "web-1", "n1", &[])]);
+    let (_, data) = store.dc_data("dc1").unwrap();
+    data.validate().expect("each (node, ID) once");
+    assert_eq!(data.instances.iter().filter(|i| i.id == "web-1").count(), 1);
+}

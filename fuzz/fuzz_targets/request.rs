@@ -1,0 +1,4 @@
+//! Fuzz target: `consul_dns::fuzzing::request`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| consul_dns::fuzzing::request(data));
