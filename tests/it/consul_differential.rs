@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::support::client::{Reply, query_tcp, query_udp};
 use crate::support::consul_agent::{AGENT_NODE, Agent, Options, check};
-use crate::support::{Daemon, query_udp as probe};
+use crate::support::{Daemon, matches_pattern as matches, query_udp as probe};
 
 /// The qtypes asked for every name (PTR only for the reverse names).
 const QTYPES: [RecordType; 7] = [
@@ -347,10 +347,6 @@ impl fmt::Display for Difference {
             self.name, self.qtype, self.transport, self.field, self.consul, self.ours
         )
     }
-}
-
-fn matches(pattern: &str, value: &str) -> bool {
-    pattern == "*" || pattern == value || pattern.strip_prefix('*').is_some_and(|suffix| value.ends_with(suffix))
 }
 
 impl Known {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::Message;
 use hickory_proto::rr::{Record, RecordType};
 
-use crate::support::Daemon;
 use crate::support::client::{Reply, query_tcp, query_udp};
 use crate::support::stores::free_port;
+use crate::support::{Daemon, matches_pattern as matches};
 
 const KNOTD: &str = "/usr/sbin/knotd";
 
@@ -269,12 +269,6 @@ impl fmt::Display for Difference {
             self.name, self.qtype, self.transport, self.field, self.knot, self.ours
         )
     }
-}
-
-fn matches(pattern: &str, value: &str) -> bool {
-    pattern
-        .split('|')
-        .any(|p| p == "*" || p == value || p.strip_prefix('*').is_some_and(|suffix| value.ends_with(suffix)))
 }
 
 impl Known {

@@ -17,6 +17,14 @@ pub use daemon::{Daemon, dig};
 
 use hickory_proto::rr::RecordType;
 
+/// Whether `value` fits a pattern of the differential tests' lists of known differences: `*`
+/// matches anything, `*suffix` a suffix, `a|b` either, anything else itself.
+pub fn matches_pattern(pattern: &str, value: &str) -> bool {
+    pattern
+        .split('|')
+        .any(|p| p == "*" || p == value || p.strip_prefix('*').is_some_and(|suffix| value.ends_with(suffix)))
+}
+
 /// A catalog with one node per instance: `count` instances of `service` on 127.1.x.y.
 pub fn big_catalog(service: &str, count: usize) -> String {
     let mut text = String::from("datacenter = \"dc1\"\n");
