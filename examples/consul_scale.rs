@@ -10,7 +10,9 @@
 //! `--changes N` (200), `--load QPS` (0: none; else dnsperf sends QPS queries per second to the
 //! daemon while the changes are made), `--compare-static` (also start the daemon on the same
 //! catalog as a static file and compare RSS), `--no-reregister` (skip the port change).
-//! `CONSUL_DNS_BIN=PATH` runs that binary instead of building one; `NO_STATE_DIR=1` runs without `--state-dir`; `SHOW_PUBLISH=1` prints each publish's cost.
+//! `CONSUL_DNS_BIN=PATH` runs that binary instead of building one; `NO_STATE_DIR=1` runs without `--state-dir`; `SHOW_PUBLISH=1` prints each publish's cost;
+//! `SHOW_LOG=TEXT` prints the daemon's log lines holding TEXT (`SHOW_LOG=Z` all, with their
+//! times) and the time of each change.
 
 #[path = "../tests/it/support/fake_consul.rs"]
 #[allow(dead_code)]
@@ -23,6 +25,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fake_consul::{FakeConsul, Svc};
+
+/// The fake renders every body as a tree of small allocations; with glibc's allocator that
+/// was 40% of its CPU, which the daemon then competed with on a two-core machine.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// What the command line asks for.
 struct Args {
@@ -97,15 +104,19 @@ fn main() {
     let resolv = state.path().join("resolv.conf");
     std::fs::write(&resolv, "").unwrap();
     let start = Instant::now();
+    let fake_cpu_before = own_cpu();
     let mut child = Command::new(&binary)
-        .args(["--listen", "127.0.0.1:0", "--udp-workers", "1", "--consul", &fake.url()])
+        .args(["--listen", "127.0.0.1:0", "--udp-workers", "1", "--consul", &fake.url(), "--http", "127.0.0.1:0"])
         .args(["--consul-max-conns", &max_conns.to_string(), "--resolv-conf", resolv.to_str().unwrap()])
         .args(if std::env::var_os("NO_STATE_DIR").is_some() {
             vec![]
         } else {
             vec!["--state-dir".to_owned(), state.path().join("state").display().to_string()]
         })
-        .args(["--log-level", "info,consul_dns::backend::consul=debug"])
+        .args([
+            "--log-level",
+            if shown_log().is_some() { "info,consul_dns=debug" } else { "info,consul_dns::backend::consul=debug" },
+        ])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -135,7 +146,7 @@ fn main() {
     };
     std::thread::spawn(move || {
         for line in rx {
-            if line.contains("published") && std::env::var_os("SHOW_PUBLISH").is_some() {
+            if shown_log().is_some_and(|w| line.contains(&w)) {
                 eprintln!("{line}");
             }
         }
@@ -143,7 +154,14 @@ fn main() {
     let addr = addr.expect("listening address");
     let last = format!("svc{}.service.consul", services - 1);
     assert_eq!(a_records(addr, &last), per_service, "the last service is answered");
+    let (daemon_cpu, fake_cpu) = (process_cpu(child.id()), own_cpu() - fake_cpu_before);
     println!("initial sync: {synced:?} (first request to catalog published)");
+    println!(
+        "CPU time for the initial sync: daemon {:.2} s, fake Consul {:.2} s (on a busy machine the wall time above \
+         stretches; these do not)",
+        daemon_cpu.as_secs_f64(),
+        fake_cpu.as_secs_f64()
+    );
     println!("peak concurrent requests to Consul: {} (--consul-max-conns {max_conns})", fake.peak_in_flight());
     println!("requests to Consul for the initial sync: {}", fake.requests());
     println!("daemon memory after sync: {}", memory(child.id()));
@@ -166,6 +184,7 @@ fn main() {
             let (node, id) = (format!("node{}", (s * per_service) % nodes), format!("svc{s}-0"));
             let status = if round / 2 / services % 2 == 0 { "critical" } else { "passing" };
             let want = if status == "critical" { before - 1 } else { before + 1 };
+            note_change(&format!("{id} {status}"));
             let t = Instant::now();
             fake.set_check("dc1", &node, &format!("service:{id}"), &id, status);
             wait_until(|| a_records(addr, &name) == want);
@@ -173,6 +192,7 @@ fn main() {
         } else {
             let id = format!("svc{s}-new{round}");
             let svc = Svc { tags: vec![format!("new{round}")], ..Svc::new(&format!("svc{s}"), &id, 30000) };
+            note_change(&format!("register {id}"));
             let t = Instant::now();
             fake.register("dc1", &format!("node{s}"), svc);
             wait_until(|| a_records(addr, &name) == before + 1);
@@ -216,6 +236,20 @@ fn main() {
     let _ = child.wait();
 }
 
+/// What of the daemon's log to print: `SHOW_LOG`, else publishes with `SHOW_PUBLISH`.
+fn shown_log() -> Option<String> {
+    std::env::var("SHOW_LOG").ok().or_else(|| std::env::var_os("SHOW_PUBLISH").map(|_| "published".to_owned()))
+}
+
+/// With `SHOW_LOG`, prints when a change is made (UTC, as the daemon logs).
+fn note_change(what: &str) {
+    if std::env::var_os("SHOW_LOG").is_some() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let (secs, ms) = (now.as_secs() % 86_400, now.subsec_millis());
+        eprintln!("{:02}:{:02}:{:02}.{ms:03} change: {what}", secs / 3600, secs / 60 % 60, secs % 60);
+    }
+}
+
 fn ip(n: usize) -> String {
     format!("10.{}.{}.{}", n >> 16 & 255, n >> 8 & 255, n & 255)
 }
@@ -232,6 +266,22 @@ fn build_daemon() -> std::path::PathBuf {
     assert!(status.success(), "cargo build --release failed");
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().join("consul-dns")
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at the state, field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf takes no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// CPU time this process (the fake Consul, mostly) has used.
+fn own_cpu() -> Duration {
+    process_cpu(std::process::id())
 }
 
 fn memory(pid: u32) -> String {
