@@ -229,7 +229,7 @@ pub struct Member {
     /// The instance (health filled in later from the checks); shared with on-disk writes.
     pub instance: Arc<Instance>,
     /// `Service.Kind == "connect-proxy"`: the service it fronts.
-    pub proxy_for: Option<String>,
+    pub proxy_for: Option<Box<str>>,
     /// `Service.Connect.Native`.
     pub native: bool,
 }
@@ -301,7 +301,8 @@ impl WireService {
         let proxy_for = (self.kind == "connect-proxy")
             .then(|| self.proxy.as_ref().map(|p| p.destination_service_name.clone()))
             .flatten()
-            .filter(|d| is_dns_label(d));
+            .filter(|d| is_dns_label(d))
+            .map(String::into_boxed_str);
         let native = self.connect.as_ref().is_some_and(|c| c.native);
         Ok(Member { instance: Arc::new(instance), proxy_for, native })
     }
