@@ -164,6 +164,8 @@ impl Mirror {
         }
         if let Some(d) = self.dcs.get_mut(&key) {
             d.name = dc;
+            // Filled one instance at a time: give back what the vectors grew beyond that.
+            d.on_node.values_mut().for_each(Vec::shrink_to_fit);
         }
     }
 

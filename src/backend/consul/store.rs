@@ -8,7 +8,9 @@
 //! watch returns, the store finds the instances on that node (or with that service ID), and
 //! only their services are rebuilt.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
@@ -22,6 +24,32 @@ struct Check {
     service_id: String,
     status: String,
     modify_index: u64,
+}
+
+/// A member's instance in [`Dc`]'s `by_node` index, hashed and compared by its service ID:
+/// the index finds an ID without holding a copy of it. Always the member's own allocation.
+#[derive(Debug)]
+struct ById(Arc<Instance>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
 }
 
 /// One datacenter.
@@ -46,7 +74,7 @@ pub struct Dc {
     /// Lower-case service name → its instances; the key is shared with `by_node`.
     services: HashMap<Arc<str>, Vec<Member>>,
     /// node → (service ID → service), to find what a node or check change touches.
-    by_node: HashMap<String, HashMap<Box<str>, Arc<str>>>,
+    by_node: HashMap<String, HashMap<ById, Arc<str>>>,
     /// service asked for → services with a proxy for it (or itself, when connect-native).
     connect_sources: HashMap<String, BTreeSet<String>>,
     /// ingress gateway service → the services it exposes (config entries, S2.10).
@@ -500,10 +528,10 @@ impl Dc {
 
     fn index(&mut self, key: &Arc<str>, member: &Member) {
         if let Some(node) = &member.instance.node {
-            self.by_node
-                .entry(lower(node).into_owned())
-                .or_default()
-                .insert(member.instance.id.as_str().into(), Arc::clone(key));
+            let ids = self.by_node.entry(lower(node).into_owned()).or_default();
+            // `insert` would keep the old key, and with it an outdated instance.
+            ids.remove(member.instance.id.as_str());
+            ids.insert(ById(Arc::clone(&member.instance)), Arc::clone(key));
         }
         if let Some(dest) = &member.proxy_for {
             self.connect_sources.entry(lower(dest).into_owned()).or_default().insert(key.to_string());
@@ -542,17 +570,29 @@ impl Dc {
     }
 
     /// Recomputes the health of `key`'s members; an instance whose health stays keeps its
-    /// allocation (shared with the mirror).
+    /// allocation (shared with the mirror), one whose health changes is copied and `by_node`
+    /// moves to the copy.
     fn refresh_health(&mut self, key: &str) {
-        let Some(members) = self.services.get_mut(key) else { return };
+        let Dc { services, checks, by_node, .. } = self;
+        let Some(members) = services.get_mut(key) else { return };
         for member in members {
-            let node = member.instance.node.as_deref().map(lower).unwrap_or_default();
-            let checks = self.checks.get(&*node).into_iter().flatten();
-            let id = &member.instance.id;
-            let health =
-                aggregate(checks.filter(|c| c.service_id.is_empty() || c.service_id == *id).map(|c| c.status.as_str()));
-            if member.instance.health != health {
-                Arc::make_mut(&mut member.instance).health = health;
+            let health = {
+                let node = member.instance.node.as_deref().map(lower).unwrap_or_default();
+                let id = &member.instance.id;
+                let node_checks = checks.get(&*node).into_iter().flatten();
+                aggregate(
+                    node_checks.filter(|c| c.service_id.is_empty() || c.service_id == *id).map(|c| c.status.as_str()),
+                )
+            };
+            if member.instance.health == health {
+                continue;
+            }
+            Arc::make_mut(&mut member.instance).health = health;
+            let node = member.instance.node.as_deref().map(lower);
+            if let Some(ids) = node.and_then(|node| by_node.get_mut(&*node))
+                && let Some(service) = ids.remove(member.instance.id.as_str())
+            {
+                ids.insert(ById(Arc::clone(&member.instance)), service);
             }
         }
     }

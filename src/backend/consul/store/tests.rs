@@ -297,7 +297,8 @@ fn incremental_exports_hold_the_store_catalog_and_share_it() {
             assert_eq!(sorted(mirror.data()), expected, "seed {seed}, step {step}");
             let (_, part) = store.dc_data("dc1").unwrap();
             for inst in &part.instances {
-                assert_eq!(Arc::strong_count(inst), 3, "seed {seed}, step {step}: store, mirror and this export");
+                let holders = "the store's member and by_node index, the mirror, this export";
+                assert_eq!(Arc::strong_count(inst), 4, "seed {seed}, step {step}: {holders}");
             }
             for node in &part.nodes {
                 assert_eq!(Arc::strong_count(node), 3, "seed {seed}, step {step}: node {}", node.name);
