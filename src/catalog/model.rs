@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -184,6 +185,15 @@ impl Weights {
     }
 }
 
+/// An instance's tags: one allocation that instances with the same tags can share (a
+/// source that keeps its catalog interns them; most services tag every instance alike).
+pub type Tags = Arc<[Arc<str>]>;
+
+/// Tags from strings.
+pub fn tags<T: AsRef<str>>(tags: impl IntoIterator<Item = T>) -> Tags {
+    tags.into_iter().map(|tag| Arc::from(tag.as_ref())).collect()
+}
+
 /// A machine in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -217,7 +227,7 @@ pub struct Instance {
     /// `Service.Port`.
     pub port: u16,
     /// `Service.Tags`.
-    pub tags: Vec<String>,
+    pub tags: Tags,
     /// `Service.Weights`.
     pub weights: Weights,
     /// Aggregate health (S4.1).
@@ -385,7 +395,7 @@ mod tests {
             address: None,
             tagged: TaggedAddresses::default(),
             port: 80,
-            tags: vec![],
+            tags: Tags::default(),
             weights: Weights::default(),
             health: Health::Passing,
         }

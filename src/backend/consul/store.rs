@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
+use super::wire::{AddressSet, Member, ServiceList, TagLists, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
 use crate::backend::mirror::{Mirror, Part};
 use crate::catalog::model::{CatalogData, Instance, MeshKind, Node, lower};
 
@@ -79,6 +79,8 @@ pub struct Dc {
     connect_sources: HashMap<String, BTreeSet<String>>,
     /// ingress gateway service → the services it exposes (config entries, S2.10).
     ingress: HashMap<String, BTreeSet<String>>,
+    /// The instances' tag lists, shared.
+    tag_lists: TagLists,
 }
 
 /// What must be rebuilt at the next publish.
@@ -136,6 +138,7 @@ impl Store {
             dc.replace_members(&key, Vec::new(), dirty);
         }
         dc.services_list = Some(list);
+        dc.tag_lists.prune();
         fetch
     }
 
@@ -274,7 +277,7 @@ impl Store {
             for check in entry.checks.iter().flatten() {
                 dc.merge_check(check, dirty);
             }
-            match Member::from_entry(&entry, &dc.name, dc.set) {
+            match Member::from_entry(&entry, &dc.name, dc.set, &mut dc.tag_lists) {
                 Ok(member) => members.push(member),
                 Err(reason) => skipped.push(reason),
             }
@@ -394,6 +397,7 @@ impl Dc {
             by_node: HashMap::new(),
             connect_sources: HashMap::new(),
             ingress: HashMap::new(),
+            tag_lists: TagLists::default(),
         }
     }
 
