@@ -119,7 +119,7 @@ pub fn consul_bodies(data: &[u8]) {
         }
     }
     store.try_go_live("dc1", false);
-    if let Some((_, catalog)) = store.dc_data("dc1") {
+    if let Some(catalog) = store.dc_catalog("dc1") {
         catalog.validate().expect("the Consul store exports valid data");
         let _ = Snapshot::build(&catalog, Arc::new(BuildOptions::new("dc1", 0)));
     }

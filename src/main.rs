@@ -69,7 +69,9 @@ fn main() -> ExitCode {
     for warning in &env_warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).enable_all().on_thread_park(consul_dns::memory::on_idle);
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("consul-dns: cannot start the runtime: {e}");

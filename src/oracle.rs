@@ -71,7 +71,7 @@ fn instance(rng: &mut fastrand::Rng, data: &CatalogData, dc: &str, id: usize) ->
         address: own.then(|| address(rng)),
         tagged: TaggedAddresses::default(),
         port: 8000 + rng.u16(0..4),
-        tags: TAGS.iter().filter(|_| rng.u8(0..3) == 0).map(|t| t.to_string()).collect(),
+        tags: TAGS.iter().filter(|_| rng.u8(0..3) == 0).map(|t| Arc::from(*t)).collect(),
         weights: Weights { passing: rng.u16(1..3), warning: rng.u16(0..2) },
         health: health(rng),
     }
@@ -142,7 +142,7 @@ fn change(rng: &mut fastrand::Rng, data: &mut CatalogData, next_id: &mut usize) 
             let inst = &mut data.instances[at];
             match rng.u8(0..4) {
                 0 => inst.health = health(rng),
-                1 => inst.tags = TAGS.iter().filter(|_| rng.bool()).map(|t| t.to_string()).collect(),
+                1 => inst.tags = TAGS.iter().filter(|_| rng.bool()).map(|t| Arc::from(*t)).collect(),
                 2 => inst.address = rng.bool().then(|| address(rng)),
                 _ => inst.port = 8000 + rng.u16(0..4),
             }

@@ -27,7 +27,7 @@ pub fn catalog(services: usize, instances: usize) -> CatalogData {
                 address: None,
                 tagged: TaggedAddresses::default(),
                 port: 20000 + i as u16,
-                tags: vec!["primary".into()],
+                tags: vec!["primary".into()].into(),
                 weights: Weights::default(),
                 health: Health::Passing,
             });

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use crate::catalog::model::{CatalogData, Instance, MeshEndpoint, MeshKind, Node, lower};
 use crate::catalog::snapshot::{ServiceUpdate, Update};
 
-/// `(mesh kind or none, lower-case service name)`: one answerable service name.
-type ServiceKey = (Option<MeshKind>, String);
+/// `(mesh kind or none, lower-case service name)`: one answerable service name. The name is
+/// one allocation shared by every map that holds the key.
+type ServiceKey = (Option<MeshKind>, Arc<str>);
 
 /// What must be rebuilt at the next publish.
 #[derive(Debug, Default)]
@@ -35,14 +36,22 @@ impl Dirty {
     }
 }
 
+/// One service name with instances on a node, and how many.
+#[derive(Debug)]
+struct OnNode {
+    name: Arc<str>,
+    count: u32,
+    mesh: Option<MeshKind>,
+}
+
 /// One datacenter.
 #[derive(Debug, Default)]
 struct DcMirror {
     name: String,
-    nodes: HashMap<String, Node>,
+    nodes: HashMap<String, Arc<Node>>,
     services: HashMap<ServiceKey, Vec<Arc<Instance>>>,
-    /// node key → the services with an instance on it, with how many instances.
-    on_node: HashMap<String, HashMap<ServiceKey, usize>>,
+    /// node key → the service names with an instance on it.
+    on_node: HashMap<String, Vec<OnNode>>,
 }
 
 /// Every datacenter the source described, and what changed.
@@ -50,6 +59,43 @@ struct DcMirror {
 pub(crate) struct Mirror {
     dcs: BTreeMap<String, DcMirror>,
     dirty: Dirty,
+}
+
+/// One datacenter's catalog as shared pieces, for [`Mirror::replace_datacenter`]: a source that
+/// keeps its own copy hands over the same allocations instead of clones.
+#[derive(Debug, Default)]
+pub(crate) struct Part {
+    /// Every node.
+    pub(crate) nodes: Vec<Arc<Node>>,
+    /// Every instance.
+    pub(crate) instances: Vec<Arc<Instance>>,
+    /// Mesh endpoints: which name, the service asked for, the instance answering.
+    pub(crate) mesh: Vec<(MeshKind, String, Arc<Instance>)>,
+}
+
+impl From<CatalogData> for Part {
+    fn from(data: CatalogData) -> Part {
+        Part {
+            nodes: data.nodes.into_iter().map(Arc::new).collect(),
+            instances: data.instances.into_iter().map(Arc::new).collect(),
+            mesh: data.mesh.into_iter().map(|e| (e.kind, e.service, Arc::new(e.instance))).collect(),
+        }
+    }
+}
+
+impl Part {
+    /// The plain catalog (clones every entry).
+    pub(crate) fn into_data(self) -> CatalogData {
+        CatalogData {
+            nodes: self.nodes.iter().map(|node| (**node).clone()).collect(),
+            instances: self.instances.iter().map(|inst| (**inst).clone()).collect(),
+            mesh: self
+                .mesh
+                .into_iter()
+                .map(|(kind, service, inst)| MeshEndpoint { kind, service, instance: (*inst).clone() })
+                .collect(),
+        }
+    }
 }
 
 impl Mirror {
@@ -89,17 +135,17 @@ impl Mirror {
     }
 
     /// Datacenter `dc` becomes `data` (whose entries all belong to it).
-    pub(crate) fn replace_datacenter(&mut self, dc: String, data: CatalogData) {
+    pub(crate) fn replace_datacenter(&mut self, dc: String, data: impl Into<Part>) {
+        let data: Part = data.into();
         let key = lower(&dc).into_owned();
         let new_nodes: HashSet<String> = data.nodes.iter().map(|n| lower(&n.name).into_owned()).collect();
         let old_nodes: Vec<String> = self.dcs.get(&key).map_or_else(Vec::new, |d| d.nodes.keys().cloned().collect());
-        let mut services: HashMap<ServiceKey, Vec<Arc<Instance>>> = HashMap::new();
+        let mut services: HashMap<(Option<MeshKind>, String), Vec<Arc<Instance>>> = HashMap::new();
         for inst in data.instances {
-            services.entry((None, lower(&inst.service).into_owned())).or_default().push(Arc::new(inst));
+            services.entry((None, lower(&inst.service).into_owned())).or_default().push(inst);
         }
-        for endpoint in data.mesh {
-            let service_key = (Some(endpoint.kind), lower(&endpoint.service).into_owned());
-            services.entry(service_key).or_default().push(Arc::new(endpoint.instance));
+        for (kind, service, instance) in data.mesh {
+            services.entry((Some(kind), lower(&service).into_owned())).or_default().push(instance);
         }
         let old_services: Vec<ServiceKey> =
             self.dcs.get(&key).map_or_else(Vec::new, |d| d.services.keys().cloned().collect());
@@ -110,7 +156,7 @@ impl Mirror {
             let list = std::mem::take(instances);
             self.set_service(&dc, service_key.0, &service_key.1, list);
         }
-        for old in old_services.into_iter().filter(|k| !services.contains_key(k)) {
+        for old in old_services.into_iter().filter(|(mesh, name)| !services.contains_key(&(*mesh, name.to_string()))) {
             self.set_service(&dc, old.0, &old.1, Vec::new());
         }
         for old in old_nodes.into_iter().filter(|k| !new_nodes.contains(k)) {
@@ -118,6 +164,8 @@ impl Mirror {
         }
         if let Some(d) = self.dcs.get_mut(&key) {
             d.name = dc;
+            // Filled one instance at a time: give back what the vectors grew beyond that.
+            d.on_node.values_mut().for_each(Vec::shrink_to_fit);
         }
     }
 
@@ -143,11 +191,15 @@ impl Mirror {
             .or_insert_with(|| DcMirror { name: dc.to_owned(), ..DcMirror::default() })
     }
 
-    /// Adds or changes a node (a no-op when it is unchanged).
-    pub(crate) fn set_node(&mut self, node: Node) {
+    /// Adds or changes a node (a no-op when it is unchanged, except that the mirror then
+    /// keeps `node`'s allocation, shared with the source).
+    pub(crate) fn set_node(&mut self, node: Arc<Node>) {
         let node_key = lower(&node.name).into_owned();
         let dc = self.dc_entry(&node.datacenter);
-        if dc.nodes.get(&node_key) == Some(&node) {
+        if let Some(held) = dc.nodes.get_mut(&node_key)
+            && **held == *node
+        {
+            *held = node;
             return;
         }
         let (dc_name, node_name) = (dc.name.clone(), node.name.clone());
@@ -161,24 +213,36 @@ impl Mirror {
         let Some(d) = self.dcs.get_mut(&*lower(dc)) else { return };
         let Some(node) = d.nodes.remove(&node_key) else { return };
         let dc_name = d.name.clone();
-        self.node_dirty(&dc_name, &node_key, node.name);
+        self.node_dirty(&dc_name, &node_key, node.name.clone());
     }
 
     fn node_dirty(&mut self, dc: &str, node_key: &str, node_name: String) {
         let dc_key = lower(dc).into_owned();
         let d = &self.dcs[&dc_key];
-        for service in d.on_node.get(node_key).into_iter().flat_map(|s| s.keys()) {
-            self.dirty.services.insert((dc_key.clone(), service.clone()));
+        for on in d.on_node.get(node_key).into_iter().flatten() {
+            self.dirty.services.insert((dc_key.clone(), (on.mesh, Arc::clone(&on.name))));
         }
         self.dirty.nodes.insert((dc_key, node_key.to_owned()), (d.name.clone(), node_name));
     }
 
     /// Sets the instances answering one service name (`mesh`: its `.connect` or `.ingress`
-    /// endpoints); empty removes it. A no-op when nothing differs.
+    /// endpoints); empty removes it. A no-op when nothing differs, except that the mirror then
+    /// keeps `instances`' allocations, shared with the source.
     pub(crate) fn set_service(&mut self, dc: &str, mesh: Option<MeshKind>, name: &str, instances: Vec<Arc<Instance>>) {
-        let service_key: ServiceKey = (mesh, lower(name).into_owned());
+        let lowered = lower(name);
         let d = self.dc_entry(dc);
-        if d.services.get(&service_key).map_or(instances.is_empty(), |old| *old == instances) {
+        let probe: ServiceKey = (mesh, Arc::from(&*lowered));
+        let (service_key, held) = match d.services.get_key_value(&probe) {
+            Some((key, _)) => (key.clone(), true),
+            None => (probe, false),
+        };
+        if let Some(old) = d.services.get_mut(&service_key)
+            && *old == instances
+        {
+            *old = instances;
+            return;
+        }
+        if !held && instances.is_empty() {
             return;
         }
         let old = d.services.remove(&service_key).unwrap_or_default();
@@ -204,17 +268,15 @@ impl Mirror {
                 None => update.removed_nodes.push((dc_name, node_name)),
             }
         }
-        for (dc_key, (mesh, name)) in &dirty.services {
+        for (dc_key, key) in &dirty.services {
+            let (mesh, name) = (key.0, &*key.1);
             let Some(d) = self.dcs.get(dc_key) else {
                 // The whole datacenter went: its services go with it (named by the dirty key).
-                update.services.push(ServiceUpdate { datacenter: dc_key, name, mesh: *mesh, instances: Vec::new() });
+                update.services.push(ServiceUpdate { datacenter: dc_key, name, mesh, instances: Vec::new() });
                 continue;
             };
-            let instances = d
-                .services
-                .get(&(*mesh, name.clone()))
-                .map_or_else(Vec::new, |list| list.iter().map(|inst| &**inst).collect());
-            update.services.push(ServiceUpdate { datacenter: &d.name, name, mesh: *mesh, instances });
+            let instances = d.services.get(key).map_or_else(Vec::new, |list| list.iter().map(|inst| &**inst).collect());
+            update.services.push(ServiceUpdate { datacenter: &d.name, name, mesh, instances });
         }
         update
     }
@@ -232,7 +294,7 @@ impl Mirror {
         for d in self.dcs.values() {
             shared.nodes.extend(d.nodes.values().cloned());
             for ((mesh, name), list) in &d.services {
-                shared.instances.extend(list.iter().map(|inst| (*mesh, name.clone(), Arc::clone(inst))));
+                shared.instances.extend(list.iter().map(|inst| (*mesh, Arc::clone(name), Arc::clone(inst))));
             }
         }
         shared
@@ -242,19 +304,28 @@ impl Mirror {
 impl DcMirror {
     fn count_on_node(&mut self, inst: &Instance, service: &ServiceKey, add: bool) {
         let Some(node) = &inst.node else { return };
-        let node_key = lower(node).into_owned();
-        let services = self.on_node.entry(node_key.clone()).or_default();
-        let count = services.entry(service.clone()).or_insert(0);
-        if add {
-            *count += 1;
-        } else {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                services.remove(service);
-                if services.is_empty() {
-                    self.on_node.remove(&node_key);
+        let node_key = lower(node);
+        let Some(services) = self.on_node.get_mut(&*node_key) else {
+            if add {
+                let on = OnNode { name: Arc::clone(&service.1), count: 1, mesh: service.0 };
+                self.on_node.insert(node_key.into_owned(), vec![on]);
+            }
+            return;
+        };
+        let at = services.iter().position(|on| on.mesh == service.0 && on.name == service.1);
+        match (at, add) {
+            (Some(at), true) => services[at].count += 1,
+            (None, true) => services.push(OnNode { name: Arc::clone(&service.1), count: 1, mesh: service.0 }),
+            (Some(at), false) => {
+                services[at].count -= 1;
+                if services[at].count == 0 {
+                    services.swap_remove(at);
+                    if services.is_empty() {
+                        self.on_node.remove(&*node_key);
+                    }
                 }
             }
+            (None, false) => {}
         }
     }
 }
@@ -262,18 +333,21 @@ impl DcMirror {
 /// The catalog as shared pieces, see [`Mirror::shared`].
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    nodes: Vec<Node>,
-    instances: Vec<(Option<MeshKind>, String, Arc<Instance>)>,
+    nodes: Vec<Arc<Node>>,
+    instances: Vec<(Option<MeshKind>, Arc<str>, Arc<Instance>)>,
 }
 
 impl Shared {
-    /// The plain catalog (clones every instance: run it off the async runtime).
+    /// The plain catalog (clones every entry: run it off the async runtime).
     pub(crate) fn into_data(self) -> CatalogData {
-        let mut data = CatalogData { nodes: self.nodes, ..CatalogData::default() };
+        let nodes = self.nodes.iter().map(|node| (**node).clone()).collect();
+        let mut data = CatalogData { nodes, ..CatalogData::default() };
         for (mesh, service, inst) in self.instances {
             match mesh {
                 None => data.instances.push((*inst).clone()),
-                Some(kind) => data.mesh.push(MeshEndpoint { kind, service, instance: (*inst).clone() }),
+                Some(kind) => {
+                    data.mesh.push(MeshEndpoint { kind, service: service.to_string(), instance: (*inst).clone() })
+                }
             }
         }
         data

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -44,8 +45,9 @@ pub fn is_dns_label(name: &str) -> bool {
 pub enum Address {
     /// An IPv4 or IPv6 address.
     Ip(IpAddr),
-    /// A DNS hostname (answered as a CNAME, S3.4).
-    Host(String),
+    /// A DNS hostname (answered as a CNAME, S3.4). Boxed, not a `String`: an [`Address`] is
+    /// then 24 bytes, and every instance holds three.
+    Host(Box<str>),
 }
 
 /// Why a catalog's address cannot be served.
@@ -78,7 +80,7 @@ impl Address {
         if dotted_numbers || text.contains(':') {
             return Err(AddressError::InvalidIp(text.to_owned()));
         }
-        Ok(Address::Host(text.trim_end_matches('.').to_ascii_lowercase()))
+        Ok(Address::Host(text.trim_end_matches('.').to_ascii_lowercase().into_boxed_str()))
     }
 
     /// [`Address::check`], for callers that leave out what is not an address.
@@ -183,6 +185,15 @@ impl Weights {
     }
 }
 
+/// An instance's tags: one allocation that instances with the same tags can share (a
+/// source that keeps its catalog interns them; most services tag every instance alike).
+pub type Tags = Arc<[Arc<str>]>;
+
+/// Tags from strings.
+pub fn tags<T: AsRef<str>>(tags: impl IntoIterator<Item = T>) -> Tags {
+    tags.into_iter().map(|tag| Arc::from(tag.as_ref())).collect()
+}
+
 /// A machine in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -216,7 +227,7 @@ pub struct Instance {
     /// `Service.Port`.
     pub port: u16,
     /// `Service.Tags`.
-    pub tags: Vec<String>,
+    pub tags: Tags,
     /// `Service.Weights`.
     pub weights: Weights,
     /// Aggregate health (S4.1).
@@ -384,7 +395,7 @@ mod tests {
             address: None,
             tagged: TaggedAddresses::default(),
             port: 80,
-            tags: vec![],
+            tags: Tags::default(),
             weights: Weights::default(),
             health: Health::Passing,
         }

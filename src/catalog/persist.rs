@@ -385,7 +385,7 @@ mod disk {
                 ipv4: text(&inst.tagged.ipv4),
                 ipv6: text(&inst.tagged.ipv6),
                 port: inst.port,
-                tags: inst.tags.clone(),
+                tags: inst.tags.iter().map(|tag| tag.to_string()).collect(),
                 weights: (inst.weights.passing, inst.weights.warning),
                 warning: inst.health == Health::Warning,
                 critical: inst.health == Health::Critical,
@@ -409,7 +409,7 @@ mod disk {
                 address: parse(inst.address, "service")?,
                 tagged: TaggedAddresses { ipv4: parse(inst.ipv4, "lan_ipv4")?, ipv6: parse(inst.ipv6, "lan_ipv6")? },
                 port: inst.port,
-                tags: inst.tags,
+                tags: crate::catalog::model::tags(inst.tags),
                 weights: Weights { passing: inst.weights.0, warning: inst.weights.1 },
                 health,
             })
@@ -438,7 +438,7 @@ mod tests {
             address: Address::parse("2001:db8::1"),
             tagged: TaggedAddresses::default(),
             port: 8080,
-            tags: vec!["v1".into()],
+            tags: crate::catalog::model::tags(["v1"]),
             weights: Weights { passing: 10, warning: 0 },
             health: Health::Warning,
         };

@@ -386,7 +386,7 @@ mod tests {
             address: address.and_then(Address::parse),
             tagged: TaggedAddresses::default(),
             port: 8080,
-            tags: vec!["V1".into()],
+            tags: crate::catalog::model::tags(["V1"]),
             weights: Weights { passing: 10, warning: 1 },
             health: Health::Passing,
         }

@@ -576,7 +576,7 @@ pub fn build_service(
         if prepared.target().is_none() {
             continue;
         }
-        for tag in &inst.tags {
+        for tag in inst.tags.iter() {
             let tag = interner.get(tag);
             let index = tags.iter().position(|t| Arc::ptr_eq(t, &tag)).unwrap_or_else(|| {
                 tags.push(Arc::clone(&tag));

@@ -8,12 +8,14 @@
 //! watch returns, the store finds the instances on that node (or with that service ID), and
 //! only their services are rebuilt.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::wire::{AddressSet, Member, ServiceList, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
-use crate::backend::mirror::Mirror;
-use crate::catalog::model::{CatalogData, Instance, MeshEndpoint, MeshKind, Node, lower};
+use super::wire::{AddressSet, Member, ServiceList, TagLists, WireCheck, WireEntry, WireIngress, WireNode, aggregate};
+use crate::backend::mirror::{Mirror, Part};
+use crate::catalog::model::{CatalogData, Instance, MeshKind, Node, lower};
 
 /// A non-passing check (passing ones are not kept: they never change an answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,32 @@ struct Check {
     service_id: String,
     status: String,
     modify_index: u64,
+}
+
+/// A member's instance in [`Dc`]'s `by_node` index, hashed and compared by its service ID:
+/// the index finds an ID without holding a copy of it. Always the member's own allocation.
+#[derive(Debug)]
+struct ById(Arc<Instance>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
 }
 
 /// One datacenter.
@@ -37,19 +65,22 @@ pub struct Dc {
     pub live: bool,
     /// Nodes in the catalog: those of the last node list, and those its instances name (a
     /// health entry may name a node before the node list has it). A node that is neither goes.
-    nodes: HashMap<String, Node>,
+    nodes: HashMap<String, Arc<Node>>,
     /// Node keys of the last node list.
     listed: std::collections::HashSet<String>,
     /// Node key → its `CreateIndex` in the last node list.
     created: HashMap<String, u64>,
     checks: HashMap<String, Vec<Check>>,
-    services: HashMap<String, Vec<Member>>,
+    /// Lower-case service name → its instances; the key is shared with `by_node`.
+    services: HashMap<Arc<str>, Vec<Member>>,
     /// node → (service ID → service), to find what a node or check change touches.
-    by_node: HashMap<String, HashMap<String, String>>,
+    by_node: HashMap<String, HashMap<ById, Arc<str>>>,
     /// service asked for → services with a proxy for it (or itself, when connect-native).
     connect_sources: HashMap<String, BTreeSet<String>>,
     /// ingress gateway service → the services it exposes (config entries, S2.10).
     ingress: HashMap<String, BTreeSet<String>>,
+    /// The instances' tag lists, shared.
+    tag_lists: TagLists,
 }
 
 /// What must be rebuilt at the next publish.
@@ -102,11 +133,12 @@ impl Store {
         let fetch =
             (first.into_iter().map(|(n, _)| n.clone()).collect(), rest.into_iter().map(|(n, _)| n.clone()).collect());
         let listed: std::collections::HashSet<String> = list.keys().map(|name| lower(name).into_owned()).collect();
-        let gone: Vec<String> = dc.services.keys().filter(|key| !listed.contains(*key)).cloned().collect();
+        let gone: Vec<Arc<str>> = dc.services.keys().filter(|key| !listed.contains(&***key)).cloned().collect();
         for key in gone {
             dc.replace_members(&key, Vec::new(), dirty);
         }
         dc.services_list = Some(list);
+        dc.tag_lists.prune();
         fetch
     }
 
@@ -119,38 +151,44 @@ impl Store {
         let Some((dc, dirty)) = self.dc_mut(dc) else { return (Vec::new(), Vec::new()) };
         dc.nodes_seen = true;
         let mut skipped = Vec::new();
-        let mut next: HashMap<String, Node> = HashMap::with_capacity(nodes.len());
+        let mut next: HashMap<String, Arc<Node>> = HashMap::with_capacity(nodes.len());
         let mut reread: BTreeSet<String> = BTreeSet::new();
         let mut created = HashMap::with_capacity(nodes.len());
         for wire in nodes {
             let key = lower(&wire.name).into_owned();
             if dc.created.get(&key).is_some_and(|&before| before != wire.create_index) {
                 // Deregistered and registered again between two reads: its instances went too.
-                reread.extend(dc.by_node.get(&key).into_iter().flat_map(|ids| ids.values().cloned()));
+                reread.extend(dc.by_node.get(&key).into_iter().flat_map(|ids| ids.values().map(|s| s.to_string())));
             }
             created.insert(key, wire.create_index);
             match wire.to_model(&dc.name, dc.set) {
                 Ok(node) => {
-                    next.insert(lower(&node.name).into_owned(), node);
+                    let key = lower(&node.name).into_owned();
+                    // An unchanged node keeps its allocation, which the mirror shares.
+                    let node = match dc.nodes.get(&key) {
+                        Some(held) if **held == node => Arc::clone(held),
+                        _ => Arc::new(node),
+                    };
+                    next.insert(key, node);
                 }
                 Err(reason) => skipped.push(reason),
             }
         }
         dc.created = created;
         for (key, node) in &next {
-            if dc.nodes.get(key) != Some(node) {
+            if dc.nodes.get(key).is_none_or(|held| !Arc::ptr_eq(held, node)) {
                 dc.node_changed(key, dirty);
             }
         }
         let unlisted: Vec<String> = dc.listed.iter().filter(|k| !next.contains_key(*k)).cloned().collect();
         for key in &unlisted {
-            reread.extend(dc.by_node.get(key).into_iter().flat_map(|ids| ids.values().cloned()));
+            reread.extend(dc.by_node.get(key).into_iter().flat_map(|ids| ids.values().map(|s| s.to_string())));
         }
         dc.listed = next.keys().cloned().collect();
         let removed: Vec<String> = dc.nodes.keys().filter(|k| !next.contains_key(*k)).cloned().collect();
         for key in removed {
             if dc.by_node.get(&key).is_some_and(|ids| !ids.is_empty()) {
-                next.insert(key.clone(), dc.nodes[&key].clone());
+                next.insert(key.clone(), Arc::clone(&dc.nodes[&key]));
             } else {
                 dirty.nodes.insert((dc.key(), key));
             }
@@ -227,7 +265,7 @@ impl Store {
             if !dc.nodes.contains_key(&node_key) {
                 match entry.node.to_model(&dc.name, dc.set) {
                     Ok(node) => {
-                        dc.nodes.insert(node_key.clone(), node);
+                        dc.nodes.insert(node_key.clone(), Arc::new(node));
                         dc.node_changed(&node_key, dirty);
                     }
                     Err(reason) => {
@@ -239,7 +277,7 @@ impl Store {
             for check in entry.checks.iter().flatten() {
                 dc.merge_check(check, dirty);
             }
-            match Member::from_entry(&entry, &dc.name, dc.set) {
+            match Member::from_entry(&entry, &dc.name, dc.set, &mut dc.tag_lists) {
                 Ok(member) => members.push(member),
                 Err(reason) => skipped.push(reason),
             }
@@ -285,12 +323,16 @@ impl Store {
         [names(&dirty.services, ""), names(&dirty.connect, ".connect"), names(&dirty.ingress, ".ingress")].concat()
     }
 
-    /// Datacenter `dc` (lower-case key) as plain data with its name, if it is served.
-    pub fn dc_data(&mut self, dc: &str) -> Option<(String, CatalogData)> {
+    /// Datacenter `dc` (lower-case key) with its name, if it is served: the store's own nodes
+    /// and instances, shared (not copied) with whoever keeps them.
+    pub(crate) fn dc_data(&mut self, dc: &str) -> Option<(String, Part)> {
         let d = self.dcs.get(dc)?;
-        let mut data = CatalogData::default();
-        d.export(&mut data);
-        Some((d.name.clone(), data))
+        Some((d.name.clone(), d.export()))
+    }
+
+    /// Datacenter `dc` (lower-case key) as plain data (a copy), if it is served.
+    pub(crate) fn dc_catalog(&mut self, dc: &str) -> Option<CatalogData> {
+        Some(self.dc_data(dc)?.1.into_data())
     }
 
     /// Hands what changed in live datacenters to `mirror` (health recomputed first); changes
@@ -302,21 +344,23 @@ impl Store {
         for (dc, key) in &dirty.nodes {
             let Some(d) = live(dc) else { continue };
             match d.nodes.get(key) {
-                Some(node) => mirror.set_node(node.clone()),
+                Some(node) => mirror.set_node(Arc::clone(node)),
                 None => mirror.remove_node(&d.name, key),
             }
         }
         for (dc, key) in &dirty.services {
             if let Some(d) = live(dc) {
-                let instances =
-                    d.services.get(key).map_or_else(Vec::new, |m| m.iter().map(|m| Arc::clone(&m.instance)).collect());
+                let instances = d
+                    .services
+                    .get(key.as_str())
+                    .map_or_else(Vec::new, |m| m.iter().map(|m| Arc::clone(&m.instance)).collect());
                 mirror.set_service(&d.name, None, key, instances);
             }
         }
         for (kind, set) in [(MeshKind::Connect, &dirty.connect), (MeshKind::Ingress, &dirty.ingress)] {
             for (dc, key) in set {
                 if let Some(d) = live(dc) {
-                    let instances = d.mesh_endpoints(kind, key).into_iter().map(|i| Arc::new(i.clone())).collect();
+                    let instances = d.mesh_endpoints(kind, key).into_iter().cloned().collect();
                     mirror.set_service(&d.name, Some(kind), key, instances);
                 }
             }
@@ -353,6 +397,7 @@ impl Dc {
             by_node: HashMap::new(),
             connect_sources: HashMap::new(),
             ingress: HashMap::new(),
+            tag_lists: TagLists::default(),
         }
     }
 
@@ -378,7 +423,8 @@ impl Dc {
 
     fn node_changed(&self, node: &str, dirty: &mut Dirty) {
         dirty.nodes.insert((self.key(), node.to_owned()));
-        let services: BTreeSet<&String> = self.by_node.get(node).into_iter().flat_map(|ids| ids.values()).collect();
+        let services: BTreeSet<&str> =
+            self.by_node.get(node).into_iter().flat_map(|ids| ids.values().map(|s| &**s)).collect();
         for service in services {
             self.mark_service(service, dirty);
         }
@@ -386,10 +432,10 @@ impl Dc {
 
     fn checks_touched(&self, node: &str, ids: BTreeSet<String>, dirty: &mut Dirty) {
         let Some(on_node) = self.by_node.get(node) else { return };
-        let services: BTreeSet<&String> = if ids.contains("") {
-            on_node.values().collect()
+        let services: BTreeSet<&str> = if ids.contains("") {
+            on_node.values().map(|s| &**s).collect()
         } else {
-            ids.iter().filter_map(|id| on_node.get(id)).collect()
+            ids.iter().filter_map(|id| on_node.get(id.as_str())).map(|s| &**s).collect()
         };
         for service in services {
             self.mark_service(service, dirty);
@@ -416,6 +462,9 @@ impl Dc {
             });
             list.sort_by(|a, b| a.id.cmp(&b.id));
         }
+        if list.is_empty() {
+            self.checks.remove(&node);
+        }
         let was = before.as_ref().map_or("passing", |c| c.status.as_str());
         if was != wire.status {
             self.checks_touched(&node, BTreeSet::from([wire.service_id.clone()]), dirty);
@@ -429,21 +478,24 @@ impl Dc {
         }
         self.take_over(key, &members, dirty);
         self.mark_service(key, dirty);
-        let old = self.services.remove(key).unwrap_or_default();
+        let (key, old): (Arc<str>, Vec<Member>) = match self.services.remove_entry(key) {
+            Some(held) => held,
+            None => (Arc::from(key), Vec::new()),
+        };
         for member in &old {
-            self.unindex(key, member);
+            self.unindex(&key, member);
         }
         for member in &members {
-            self.index(key, member);
+            self.index(&key, member);
         }
         for node in old.iter().filter_map(|m| m.instance.node.as_deref()) {
             self.drop_if_unreferenced(&lower(node), dirty);
         }
         if !members.is_empty() {
-            self.services.insert(key.to_owned(), members);
-            self.refresh_health(key);
+            self.services.insert(Arc::clone(&key), members);
+            self.refresh_health(&key);
         }
-        self.mark_service(key, dirty);
+        self.mark_service(&key, dirty);
     }
 
     /// Consul keeps one registration per service ID on a node: a member read for `key` that
@@ -451,12 +503,12 @@ impl Dc {
     /// service has not been read since) leaves that service now, so no moment's catalog holds
     /// the instance twice.
     fn take_over(&mut self, key: &str, members: &[Member], dirty: &mut Dirty) {
-        let moved: Vec<(String, String, String)> = members
+        let moved: Vec<(Arc<str>, String, String)> = members
             .iter()
             .filter_map(|m| {
                 let node = lower(m.instance.node.as_deref()?).into_owned();
-                let holder = self.by_node.get(&node)?.get(&m.instance.id)?;
-                (holder != key).then(|| (holder.clone(), node, m.instance.id.clone()))
+                let holder = self.by_node.get(&node)?.get(m.instance.id.as_str())?;
+                (**holder != *key).then(|| (Arc::clone(holder), node, m.instance.id.clone()))
             })
             .collect();
         for (holder, node, id) in moved {
@@ -478,18 +530,18 @@ impl Dc {
         }
     }
 
-    fn index(&mut self, key: &str, member: &Member) {
+    fn index(&mut self, key: &Arc<str>, member: &Member) {
         if let Some(node) = &member.instance.node {
-            self.by_node
-                .entry(lower(node).into_owned())
-                .or_default()
-                .insert(member.instance.id.clone(), key.to_owned());
+            let ids = self.by_node.entry(lower(node).into_owned()).or_default();
+            // `insert` would keep the old key, and with it an outdated instance.
+            ids.remove(member.instance.id.as_str());
+            ids.insert(ById(Arc::clone(&member.instance)), Arc::clone(key));
         }
         if let Some(dest) = &member.proxy_for {
-            self.connect_sources.entry(lower(dest).into_owned()).or_default().insert(key.to_owned());
+            self.connect_sources.entry(lower(dest).into_owned()).or_default().insert(key.to_string());
         }
         if member.native {
-            self.connect_sources.entry(key.to_owned()).or_default().insert(key.to_owned());
+            self.connect_sources.entry(key.to_string()).or_default().insert(key.to_string());
         }
     }
 
@@ -504,7 +556,7 @@ impl Dc {
         if let Some(node) = &member.instance.node {
             let node = lower(node);
             if let Some(ids) = self.by_node.get_mut(&*node) {
-                ids.remove(&member.instance.id);
+                ids.remove(member.instance.id.as_str());
                 if ids.is_empty() {
                     self.by_node.remove(&*node);
                 }
@@ -521,33 +573,50 @@ impl Dc {
         }
     }
 
+    /// Recomputes the health of `key`'s members; an instance whose health stays keeps its
+    /// allocation (shared with the mirror), one whose health changes is copied and `by_node`
+    /// moves to the copy.
     fn refresh_health(&mut self, key: &str) {
-        let Some(members) = self.services.get_mut(key) else { return };
+        let Dc { services, checks, by_node, .. } = self;
+        let Some(members) = services.get_mut(key) else { return };
         for member in members {
-            let node = member.instance.node.as_deref().map(lower).unwrap_or_default();
-            let checks = self.checks.get(&*node).into_iter().flatten();
-            let id = &member.instance.id;
-            Arc::make_mut(&mut member.instance).health =
-                aggregate(checks.filter(|c| c.service_id.is_empty() || c.service_id == *id).map(|c| c.status.as_str()));
+            let health = {
+                let node = member.instance.node.as_deref().map(lower).unwrap_or_default();
+                let id = &member.instance.id;
+                let node_checks = checks.get(&*node).into_iter().flatten();
+                aggregate(
+                    node_checks.filter(|c| c.service_id.is_empty() || c.service_id == *id).map(|c| c.status.as_str()),
+                )
+            };
+            if member.instance.health == health {
+                continue;
+            }
+            Arc::make_mut(&mut member.instance).health = health;
+            let node = member.instance.node.as_deref().map(lower);
+            if let Some(ids) = node.and_then(|node| by_node.get_mut(&*node))
+                && let Some(service) = ids.remove(member.instance.id.as_str())
+            {
+                ids.insert(ById(Arc::clone(&member.instance)), service);
+            }
         }
     }
 
     /// S2.10: the instances answering `<key>.connect` or `<key>.ingress`.
-    fn mesh_endpoints(&self, kind: MeshKind, key: &str) -> Vec<&Instance> {
+    fn mesh_endpoints(&self, kind: MeshKind, key: &str) -> Vec<&Arc<Instance>> {
         match kind {
             MeshKind::Connect => self.connect_endpoints(key),
             MeshKind::Ingress => self
                 .ingress
                 .iter()
                 .filter(|(_, exposed)| exposed.contains(key))
-                .flat_map(|(gateway, _)| self.services.get(gateway).into_iter().flatten())
-                .map(|m| &*m.instance)
+                .flat_map(|(gateway, _)| self.services.get(gateway.as_str()).into_iter().flatten())
+                .map(|m| &m.instance)
                 .collect(),
         }
     }
 
-    /// Every mesh endpoint of this datacenter, as plain data.
-    fn mesh(&self) -> Vec<MeshEndpoint> {
+    /// Every mesh endpoint of this datacenter: which name, the service asked for, the instance.
+    fn mesh(&self) -> Vec<(MeshKind, String, Arc<Instance>)> {
         let exposed: BTreeSet<&String> = self.ingress.values().flatten().collect();
         let names = self
             .connect_sources
@@ -556,34 +625,31 @@ impl Dc {
             .chain(exposed.into_iter().map(|k| (MeshKind::Ingress, k)));
         names
             .flat_map(|(kind, key)| {
-                self.mesh_endpoints(kind, key).into_iter().map(move |i| MeshEndpoint {
-                    kind,
-                    service: key.clone(),
-                    instance: i.clone(),
-                })
+                self.mesh_endpoints(kind, key).into_iter().map(move |i| (kind, key.clone(), Arc::clone(i)))
             })
             .collect()
     }
 
     /// S2.10: proxies for `key`, and its own instances when they are connect-native.
-    fn connect_endpoints(&self, key: &str) -> Vec<&Instance> {
+    fn connect_endpoints(&self, key: &str) -> Vec<&Arc<Instance>> {
         let sources = self.connect_sources.get(key).into_iter().flatten();
         sources
-            .flat_map(|source| self.services.get(source).into_iter().flatten())
+            .flat_map(|source| self.services.get(source.as_str()).into_iter().flatten())
             .filter(|m| {
                 m.proxy_for.as_deref().is_some_and(|d| lower(d) == key)
                     || (m.native && lower(&m.instance.service) == key)
             })
-            .map(|m| &*m.instance)
+            .map(|m| &m.instance)
             .collect()
     }
 
-    fn export(&self, data: &mut CatalogData) {
-        data.nodes.extend(self.nodes.values().cloned());
-        for members in self.services.values() {
-            data.instances.extend(members.iter().map(|m| (*m.instance).clone()));
+    /// This datacenter's nodes and instances, shared.
+    fn export(&self) -> Part {
+        Part {
+            nodes: self.nodes.values().cloned().collect(),
+            instances: self.services.values().flatten().map(|m| Arc::clone(&m.instance)).collect(),
+            mesh: self.mesh(),
         }
-        data.mesh.extend(self.mesh());
     }
 }
 

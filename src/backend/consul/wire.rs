@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::catalog::model::{
-    Address, AddressError, Health, Instance, Node, TaggedAddresses, Weights, is_dns_label, is_dns_name,
+    self, Address, AddressError, Health, Instance, Node, TaggedAddresses, Tags, Weights, is_dns_label, is_dns_name,
 };
 
 /// `GET /v1/catalog/services`: service name → tags (H5.1).
@@ -229,9 +229,31 @@ pub struct Member {
     /// The instance (health filled in later from the checks); shared with on-disk writes.
     pub instance: Arc<Instance>,
     /// `Service.Kind == "connect-proxy"`: the service it fronts.
-    pub proxy_for: Option<String>,
+    pub proxy_for: Option<Box<str>>,
     /// `Service.Connect.Native`.
     pub native: bool,
+}
+
+/// The tag lists of a datacenter's instances, one allocation per distinct list: most services
+/// tag every instance alike.
+#[derive(Debug, Default)]
+pub struct TagLists(HashMap<Vec<String>, Tags>);
+
+impl TagLists {
+    /// The shared list holding `tags`.
+    pub fn get(&mut self, tags: &[String]) -> Tags {
+        if let Some(list) = self.0.get(tags) {
+            return Arc::clone(list);
+        }
+        let list = model::tags(tags);
+        self.0.insert(tags.to_vec(), Arc::clone(&list));
+        list
+    }
+
+    /// Forgets the lists no instance holds any more.
+    pub fn prune(&mut self) {
+        self.0.retain(|_, list| Arc::strong_count(list) > 1);
+    }
 }
 
 fn tagged(map: Option<&HashMap<String, String>>, set: AddressSet) -> TaggedAddresses {
@@ -263,8 +285,14 @@ impl WireNode {
 }
 
 impl WireService {
-    /// The model member on `node`, or why DNS cannot carry it.
-    pub fn to_member(&self, datacenter: &str, node: &str, set: AddressSet) -> Result<Member, String> {
+    /// The model member on `node`, or why DNS cannot carry it; its tags come from `tag_lists`.
+    pub fn to_member(
+        &self,
+        datacenter: &str,
+        node: &str,
+        set: AddressSet,
+        tag_lists: &mut TagLists,
+    ) -> Result<Member, String> {
         if !is_dns_label(&self.service) {
             return Err(format!("service {:?}: not a DNS label", self.service));
         }
@@ -294,14 +322,15 @@ impl WireService {
                 ipv6: lookup(v6).and_then(|a| Address::parse(&a.address)),
             },
             port: u16::try_from(port).unwrap_or(0),
-            tags: self.tags.clone().unwrap_or_default(),
+            tags: tag_lists.get(self.tags.as_deref().unwrap_or_default()),
             weights,
             health: Health::Passing,
         };
         let proxy_for = (self.kind == "connect-proxy")
             .then(|| self.proxy.as_ref().map(|p| p.destination_service_name.clone()))
             .flatten()
-            .filter(|d| is_dns_label(d));
+            .filter(|d| is_dns_label(d))
+            .map(String::into_boxed_str);
         let native = self.connect.as_ref().is_some_and(|c| c.native);
         Ok(Member { instance: Arc::new(instance), proxy_for, native })
     }
@@ -309,8 +338,13 @@ impl WireService {
 
 impl Member {
     /// The member an entry describes.
-    pub fn from_entry(entry: &WireEntry, datacenter: &str, set: AddressSet) -> Result<Member, String> {
-        entry.service.to_member(datacenter, &entry.node.name, set)
+    pub fn from_entry(
+        entry: &WireEntry,
+        datacenter: &str,
+        set: AddressSet,
+        tag_lists: &mut TagLists,
+    ) -> Result<Member, String> {
+        entry.service.to_member(datacenter, &entry.node.name, set, tag_lists)
     }
 }
 
@@ -340,7 +374,7 @@ mod tests {
     #[test]
     fn h5_2_entry_converts_with_lan_addresses() {
         let entry: WireEntry = serde_json::from_str(ENTRY).unwrap();
-        let member = Member::from_entry(&entry, "dc1", AddressSet::Lan).unwrap();
+        let member = Member::from_entry(&entry, "dc1", AddressSet::Lan, &mut TagLists::default()).unwrap();
         let inst = &member.instance;
         assert_eq!((inst.id.as_str(), inst.service.as_str(), inst.port), ("user-1", "user", 8001));
         assert_eq!(inst.address, Address::parse("10.20.0.31"));
@@ -358,7 +392,7 @@ mod tests {
     #[test]
     fn s3_3_wan_translation_for_remote_datacenters() {
         let entry: WireEntry = serde_json::from_str(ENTRY).unwrap();
-        let member = Member::from_entry(&entry, "dc2", AddressSet::Wan).unwrap();
+        let member = Member::from_entry(&entry, "dc2", AddressSet::Wan, &mut TagLists::default()).unwrap();
         assert_eq!(member.instance.address, Address::parse("203.0.113.31"));
         assert_eq!(member.instance.port, 18001);
         assert_eq!(member.instance.tagged, TaggedAddresses::default(), "no wan_ipv4 on the service");
@@ -373,7 +407,7 @@ mod tests {
                           "Service": {"ID": "pay", "Service": "payments", "Tags": [], "Address": "", "Weights": null},
                           "Checks": []}"#;
         let entry: WireEntry = serde_json::from_str(minimal).unwrap();
-        let member = Member::from_entry(&entry, "dc1", AddressSet::Lan).unwrap();
+        let member = Member::from_entry(&entry, "dc1", AddressSet::Lan, &mut TagLists::default()).unwrap();
         assert_eq!((member.instance.port, member.instance.address.clone()), (0, None), "port omitted when 0");
         assert_eq!(member.instance.weights, Weights::default());
         let node = entry.node.to_model("dc1", AddressSet::Lan).unwrap();
@@ -385,16 +419,19 @@ mod tests {
         let proxy = r#"{"ID": "web-sidecar-proxy", "Service": "web-sidecar-proxy", "Kind": "connect-proxy",
                         "Port": 21000, "Proxy": {"DestinationServiceName": "web"}}"#;
         let proxy: WireService = serde_json::from_str(proxy).unwrap();
-        assert_eq!(proxy.to_member("dc1", "n1", AddressSet::Lan).unwrap().proxy_for.as_deref(), Some("web"));
+        assert_eq!(
+            proxy.to_member("dc1", "n1", AddressSet::Lan, &mut TagLists::default()).unwrap().proxy_for.as_deref(),
+            Some("web")
+        );
         let native: WireService =
             serde_json::from_str(r#"{"ID": "db", "Service": "db", "Connect": {"Native": true}}"#).unwrap();
-        assert!(native.to_member("dc1", "n1", AddressSet::Lan).unwrap().native);
+        assert!(native.to_member("dc1", "n1", AddressSet::Lan, &mut TagLists::default()).unwrap().native);
     }
 
     #[test]
     fn names_dns_cannot_carry_are_refused() {
         let bad: WireService = serde_json::from_str(r#"{"ID": "x", "Service": "my service"}"#).unwrap();
-        assert!(bad.to_member("dc1", "n1", AddressSet::Lan).is_err());
+        assert!(bad.to_member("dc1", "n1", AddressSet::Lan, &mut TagLists::default()).is_err());
         let node: WireNode = serde_json::from_str(r#"{"Node": "bad node", "Address": "10.0.0.1"}"#).unwrap();
         assert!(node.to_model("dc1", AddressSet::Lan).is_err());
     }
@@ -406,10 +443,30 @@ mod tests {
         assert!(reason.starts_with("node \"n1\": address \"999.1.1.1\" looks like an IP address"), "{reason}");
         let service: WireService =
             serde_json::from_str(r#"{"ID": "web-1", "Service": "web", "Address": "10.0.0.300"}"#).unwrap();
-        let reason = service.to_member("dc1", "n1", AddressSet::Lan).unwrap_err();
+        let reason = service.to_member("dc1", "n1", AddressSet::Lan, &mut TagLists::default()).unwrap_err();
         assert!(reason.contains("instance \"web-1\": address \"10.0.0.300\" looks like"), "{reason}");
         let empty: WireService = serde_json::from_str(r#"{"ID": "web-2", "Service": "web", "Address": ""}"#).unwrap();
-        assert_eq!(empty.to_member("dc1", "n1", AddressSet::Lan).unwrap().instance.address, None, "node's address");
+        assert_eq!(
+            empty.to_member("dc1", "n1", AddressSet::Lan, &mut TagLists::default()).unwrap().instance.address,
+            None,
+            "node's address"
+        );
+    }
+
+    #[test]
+    fn instances_with_the_same_tags_share_one_list() {
+        let mut lists = TagLists::default();
+        let service = |id: &str, tags: &str| -> WireService {
+            serde_json::from_str(&format!(r#"{{"ID": "{id}", "Service": "web", "Tags": {tags}}}"#)).unwrap()
+        };
+        let a = service("a", r#"["v1", "blue"]"#).to_member("dc1", "n1", AddressSet::Lan, &mut lists).unwrap();
+        let b = service("b", r#"["v1", "blue"]"#).to_member("dc1", "n2", AddressSet::Lan, &mut lists).unwrap();
+        let c = service("c", r#"["v2"]"#).to_member("dc1", "n2", AddressSet::Lan, &mut lists).unwrap();
+        assert!(Arc::ptr_eq(&a.instance.tags, &b.instance.tags));
+        assert_eq!(&*c.instance.tags, &[Arc::from("v2")]);
+        drop(c);
+        lists.prune();
+        assert_eq!(lists.0.len(), 1, "the list no instance holds is forgotten");
     }
 
     #[test]

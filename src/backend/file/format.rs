@@ -382,7 +382,7 @@ fn convert_service_fields(
         address,
         tagged: TaggedAddresses::default(),
         port: entry.port,
-        tags: entry.tags,
+        tags: crate::catalog::model::tags(entry.tags),
         weights,
         health: match entry.health {
             FileHealth::Passing => Health::Passing,

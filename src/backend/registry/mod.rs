@@ -202,7 +202,7 @@ fn convert_service(entry: ServiceEntry, local_dc: &str, nodes: &BTreeMap<String,
         address,
         tagged: TaggedAddresses::default(),
         port,
-        tags: entry.tags,
+        tags: crate::catalog::model::tags(entry.tags),
         weights,
         health,
     })

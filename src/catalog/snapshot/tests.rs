@@ -24,7 +24,7 @@ fn instance(service: &str, id: &str, node: &str, address: Option<&str>) -> Insta
         address: address.and_then(Address::parse),
         tagged: TaggedAddresses::default(),
         port: 80,
-        tags: vec![],
+        tags: Default::default(),
         weights: Weights::default(),
         health: Health::Passing,
     }

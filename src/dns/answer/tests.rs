@@ -40,7 +40,7 @@ fn instance(
         address: address.and_then(Address::parse),
         tagged: TaggedAddresses::default(),
         port,
-        tags: tags.iter().map(|t| t.to_string()).collect(),
+        tags: crate::catalog::model::tags(tags),
         weights: Weights::default(),
         health,
     }

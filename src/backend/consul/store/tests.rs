@@ -1,4 +1,5 @@
 use super::*;
+use crate::catalog::model::CatalogData;
 use crate::catalog::model::Health;
 
 fn entry(service: &str, id: &str, node: &str, checks: &[(&str, &str, &str, u64)]) -> WireEntry {
@@ -139,7 +140,7 @@ fn s2_10_proxies_feed_connect_names() {
     store.apply_services("dc1", list(&[("web", &["v1"]), ("api", &[]), ("web-sidecar-proxy", &[])]));
     store.apply_health("dc1", "web-sidecar-proxy", serde_json::from_str(json).unwrap());
     assert_eq!(dirty_services(&mut store), ["web-sidecar-proxy", "web.connect"]);
-    let data = store.dc_data("dc1").unwrap().1;
+    let data = store.dc_catalog("dc1").unwrap();
     assert_eq!(data.mesh.len(), 1);
     assert_eq!((data.mesh[0].service.as_str(), data.mesh[0].instance.port), ("web", 21000));
     store.apply_checks("dc1", vec![check("n1", "_node_maintenance", "", "critical", 30)], 30);
@@ -165,7 +166,7 @@ fn s2_10_ingress_config_entries_feed_ingress_names() {
     assert!(dirty_services(&mut store).is_empty(), "same config, nothing to rebuild");
     store.apply_checks("dc1", vec![check("n2", "_node_maintenance", "", "critical", 40)], 40);
     assert_eq!(dirty_services(&mut store), ["edge", "web", "web.ingress"]);
-    let data = store.dc_data("dc1").unwrap().1;
+    let data = store.dc_catalog("dc1").unwrap();
     assert_eq!(data.mesh.iter().filter(|m| m.kind == MeshKind::Ingress).count(), 1);
     store.apply_ingress("dc1", &[]);
     assert_eq!(dirty_services(&mut store), ["web.ingress"], "config deleted");
@@ -206,7 +207,7 @@ fn an_id_registered_under_a_new_name_leaves_the_old_service() {
     store.apply_health("dc1", "renamed", vec![entry("renamed", "api-1", "n1", &[])]);
     let dirty = dirty_services(&mut store);
     assert!(dirty.contains(&"api".to_owned()) && dirty.contains(&"renamed".to_owned()), "{dirty:?}");
-    let (_, data) = store.dc_data("dc1").unwrap();
+    let data = store.dc_catalog("dc1").unwrap();
     data.validate().expect("each (node, ID) once");
     let holders: Vec<&str> = data.instances.iter().filter(|i| i.id == "api-1").map(|i| i.service.as_str()).collect();
     assert_eq!(holders, ["renamed"]);
@@ -217,7 +218,91 @@ fn an_id_registered_under_a_new_name_leaves_the_old_service() {
 fn an_id_repeated_in_one_read_is_kept_once() {
     let mut store = live_store();
     store.apply_health("dc1", "web", vec![entry("web", "web-1", "n1", &[]), entry("web", "web-1", "n1", &[])]);
-    let (_, data) = store.dc_data("dc1").unwrap();
+    let data = store.dc_catalog("dc1").unwrap();
     data.validate().expect("each (node, ID) once");
     assert_eq!(data.instances.iter().filter(|i| i.id == "web-1").count(), 1);
+}
+
+/// The catalog sorted, so two exports compare regardless of map order.
+fn sorted(mut data: CatalogData) -> CatalogData {
+    data.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    data.instances.sort_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
+    data.mesh
+        .sort_by(|a, b| (a.kind as u8, &a.service, &a.instance.id).cmp(&(b.kind as u8, &b.service, &b.instance.id)));
+    data
+}
+
+/// A random health read of `service`: instances on a few nodes, some checks failing.
+fn random_entries(rng: &mut fastrand::Rng, service: &str) -> Vec<WireEntry> {
+    (0..rng.usize(0..4))
+        .map(|_| {
+            let node = format!("n{}", rng.usize(0..5));
+            let id = format!("{service}-{}", rng.usize(0..3));
+            let status = ["passing", "passing", "warning", "critical"][rng.usize(0..4)];
+            let check = format!("service:{id}");
+            entry(service, &id, &node, &[(check.as_str(), id.as_str(), status, rng.u64(1..100))])
+        })
+        .collect()
+}
+
+/// The randomized oracle of the store's export: after any sequence of reads, the mirror fed
+/// incrementally by [`Store::export_changes`] holds exactly the store's catalog, and shares
+/// every node and instance with the store instead of holding copies.
+#[test]
+fn incremental_exports_hold_the_store_catalog_and_share_it() {
+    const SERVICES: [&str; 4] = ["web", "api", "db", "cache"];
+    for seed in 0..30 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut store = live_store();
+        let mut mirror = Mirror::default();
+        let (name, part) = store.dc_data("dc1").unwrap();
+        mirror.replace_datacenter(name, part);
+        for step in 0..40 {
+            match rng.usize(0..4) {
+                0 => {
+                    let service = SERVICES[rng.usize(0..SERVICES.len())];
+                    let entries = random_entries(&mut rng, service);
+                    store.apply_health("dc1", service, entries);
+                }
+                1 => {
+                    let listed: Vec<(usize, u8)> =
+                        (0..5).map(|n| (n, rng.u8(0..3))).filter(|(_, ip)| *ip > 0).collect();
+                    let nodes: Vec<WireNode> = listed
+                        .into_iter()
+                        .map(|(n, ip)| serde_json::from_str(&format!(r#"{{"Node":"n{n}","Address":"10.0.0.{ip}"}}"#)))
+                        .collect::<Result<_, _>>()
+                        .unwrap();
+                    store.apply_nodes("dc1", nodes);
+                }
+                2 => {
+                    let checks = (0..rng.usize(0..3))
+                        .map(|_| {
+                            let node = format!("n{}", rng.usize(0..5));
+                            let service = SERVICES[rng.usize(0..SERVICES.len())];
+                            let id = if rng.bool() { String::new() } else { format!("{service}-{}", rng.usize(0..3)) };
+                            let status = ["warning", "critical"][rng.usize(0..2)];
+                            check(&node, &format!("c-{id}"), &id, status, rng.u64(1..200))
+                        })
+                        .collect();
+                    store.apply_checks("dc1", checks, rng.u64(1..200));
+                }
+                _ => {
+                    let listed: Vec<(&str, &[&str])> =
+                        SERVICES.iter().filter(|_| rng.u8(0..4) > 0).map(|s| (*s, &[][..])).collect();
+                    store.apply_services("dc1", list(&listed));
+                }
+            }
+            store.export_changes(&mut mirror);
+            let expected = sorted(store.dc_catalog("dc1").unwrap());
+            assert_eq!(sorted(mirror.data()), expected, "seed {seed}, step {step}");
+            let (_, part) = store.dc_data("dc1").unwrap();
+            for inst in &part.instances {
+                let holders = "the store's member and by_node index, the mirror, this export";
+                assert_eq!(Arc::strong_count(inst), 4, "seed {seed}, step {step}: {holders}");
+            }
+            for node in &part.nodes {
+                assert_eq!(Arc::strong_count(node), 3, "seed {seed}, step {step}: node {}", node.name);
+            }
+        }
+    }
 }
