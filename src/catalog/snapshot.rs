@@ -260,6 +260,16 @@ impl Snapshot {
     pub fn build(data: &CatalogData, options: Arc<BuildOptions>) -> Snapshot {
         let mut snapshot = Snapshot::empty(options, true);
         let mut dcs: Map<Cow<'_, str>, Datacenter> = Map::default();
+        // Each datacenter's node table made its final size at once, not grown by rehashing.
+        let mut node_counts: Map<Cow<'_, str>, usize> = Map::default();
+        for node in &data.nodes {
+            *node_counts.entry(lower(&node.datacenter)).or_default() += 1;
+        }
+        for node in &data.nodes {
+            if let Some(count) = node_counts.remove(&*lower(&node.datacenter)) {
+                datacenter_entry(&mut dcs, &node.datacenter).nodes.reserve(count);
+            }
+        }
         for (node, records) in data.nodes.iter().zip(build_nodes(&data.nodes)) {
             let dc = datacenter_entry(&mut dcs, &node.datacenter);
             dc.nodes.insert(key(&node.name), records);
@@ -278,8 +288,15 @@ impl Snapshot {
             groups[at].1.push(inst);
         }
         drop(group_of);
-        for (_, list) in &groups {
+        let mut service_counts: Map<&str, usize> = Map::default();
+        for ((dc, _), list) in &groups {
+            *service_counts.entry(&**dc).or_default() += 1;
             datacenter_entry(&mut dcs, &list[0].datacenter);
+        }
+        for (dc, count) in service_counts {
+            if let Some(dc) = dcs.get_mut(dc) {
+                dc.services.reserve(count);
+            }
         }
         // The services are independent of each other: both threads take chunks of them in turn,
         // the second after building the reverse map (it needs only the local datacenter's nodes
@@ -521,7 +538,8 @@ fn build_nodes(nodes: &[Node]) -> Vec<Arc<NodeRecords>> {
     let (first, second) = nodes.split_at(nodes.len() / 2);
     std::thread::scope(|scope| {
         let second = scope.spawn(|| build(second));
-        let mut built = build(first);
+        let mut built = Vec::with_capacity(nodes.len());
+        built.extend(first.iter().map(|node| Arc::new(NodeRecords::build(node))));
         built.extend(second.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
         built
     })

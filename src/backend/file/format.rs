@@ -263,7 +263,11 @@ fn parse_json_in_parallel(text: &str, default_dc: &str) -> Option<CatalogData> {
     let datacenter = &datacenter;
     let (nodes, instances) = std::thread::scope(|scope| {
         let second = scope.spawn(move || {
-            let nodes: Vec<Node> = nodes.iter().map(|item| json_node(item, datacenter)).collect::<Option<_>>()?;
+            let mut converted = Vec::with_capacity(nodes.len());
+            for item in &nodes {
+                converted.push(json_node(item, datacenter)?);
+            }
+            let nodes = converted;
             let instances = json_services(last_services, datacenter, Vec::with_capacity(last_services.len()))?;
             Some((nodes, instances))
         });
