@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::catalog::model::{CatalogData, Instance, MeshKind, Node, lower};
 use crate::catalog::records::{Addr, FAMILIES, Family, NodeRecords, PreparedInstance, flags, relative};
@@ -259,46 +260,80 @@ impl Snapshot {
     pub fn build(data: &CatalogData, options: Arc<BuildOptions>) -> Snapshot {
         let mut snapshot = Snapshot::empty(options, true);
         let mut dcs: Map<Cow<'_, str>, Datacenter> = Map::default();
+        // Each datacenter's node table made its final size at once, not grown by rehashing.
+        let mut node_counts: Map<Cow<'_, str>, usize> = Map::default();
+        for node in &data.nodes {
+            *node_counts.entry(lower(&node.datacenter)).or_default() += 1;
+        }
+        for node in &data.nodes {
+            if let Some(count) = node_counts.remove(&*lower(&node.datacenter)) {
+                datacenter_entry(&mut dcs, &node.datacenter).nodes.reserve(count);
+            }
+        }
         for (node, records) in data.nodes.iter().zip(build_nodes(&data.nodes)) {
             let dc = datacenter_entry(&mut dcs, &node.datacenter);
             dc.nodes.insert(key(&node.name), records);
         }
         snapshot.counts.nodes = data.nodes.len();
-        let mut groups: Map<(Cow<'_, str>, Cow<'_, str>), Vec<&Instance>> = Map::default();
-        let mut order = Vec::new();
+        // Eligible instances by (datacenter, service), in the order the services first appear.
+        type GroupKey<'a> = (Cow<'a, str>, Cow<'a, str>);
+        let mut group_of: Map<GroupKey<'_>, usize> = Map::default();
+        let mut groups: Vec<(GroupKey<'_>, Vec<&Instance>)> = Vec::new();
         for inst in data.instances.iter().filter(|i| i.health.is_eligible(snapshot.options.only_passing)) {
-            let group_key = (lower(&inst.datacenter), lower(&inst.service));
-            groups
-                .entry(group_key)
-                .or_insert_with_key(|k| {
-                    order.push(k.clone());
-                    Vec::new()
-                })
-                .push(inst);
+            let next = groups.len();
+            let at = *group_of.entry((lower(&inst.datacenter), lower(&inst.service))).or_insert_with_key(|k| {
+                groups.push((k.clone(), Vec::new()));
+                next
+            });
+            groups[at].1.push(inst);
         }
-        for group_key in &order {
-            datacenter_entry(&mut dcs, &groups[group_key][0].datacenter);
+        drop(group_of);
+        let mut service_counts: Map<&str, usize> = Map::default();
+        for ((dc, _), list) in &groups {
+            *service_counts.entry(&**dc).or_default() += 1;
+            datacenter_entry(&mut dcs, &list[0].datacenter);
         }
-        // The reverse map needs only the local datacenter's nodes and the model: it is built on
-        // a second thread while this one prepares the services (each about half of the work).
+        for (dc, count) in service_counts {
+            if let Some(dc) = dcs.get_mut(dc) {
+                dc.services.reserve(count);
+            }
+        }
+        // The services are independent of each other: both threads take chunks of them in turn,
+        // the second after building the reverse map (it needs only the local datacenter's nodes
+        // and the model), so whichever is done first helps the other.
         let local = String::from_utf8_lossy(&snapshot.local_dc).into_owned();
         let options = &snapshot.options;
-        let (built, reverse) = std::thread::scope(|scope| {
-            let reverse = dcs.get(local.as_str()).map(|dc| scope.spawn(|| local_reverse_map(data, dc)));
+        let next_chunk = AtomicUsize::new(0);
+        let build_chunks = |tags: &mut Interner| {
+            let mut built = Vec::new();
+            loop {
+                let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
+                let Some(part) = groups.chunks(SERVICE_CHUNK).nth(chunk) else { return built };
+                let records: Vec<ServiceRecords> = part
+                    .iter()
+                    .map(|((dc, service), list)| {
+                        let ttl = options.service_ttl.lookup(service);
+                        build_service(list, &dcs[dc].nodes, ttl, tags)
+                    })
+                    .collect();
+                built.push((chunk, records));
+            }
+        };
+        let (mut built, reverse, mut tags) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| {
+                let reverse = dcs.get(local.as_str()).map(|dc| local_reverse_map(data, dc));
+                let mut tags = Interner::default();
+                (build_chunks(&mut tags), reverse)
+            });
             let mut tags = Interner::default();
-            let built: Vec<_> = order
-                .iter()
-                .map(|group_key| {
-                    let list = &groups[group_key];
-                    let ttl = options.service_ttl.lookup(&group_key.1);
-                    build_service(list, &dcs[&group_key.0].nodes, ttl, &mut tags)
-                })
-                .collect();
-            let reverse = reverse.map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-            (built, (reverse, tags))
+            let mut built = build_chunks(&mut tags);
+            let (more, reverse) = second.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            built.extend(more);
+            (built, reverse, tags)
         });
-        let (reverse, mut tags) = reverse;
-        for (group_key, records) in order.iter().zip(built) {
+        built.sort_unstable_by_key(|(chunk, _)| *chunk);
+        let built = built.into_iter().flat_map(|(_, records)| records);
+        for ((group_key, _), records) in groups.iter().zip(built) {
             if records.instances.is_empty() {
                 continue;
             }
@@ -478,15 +513,18 @@ fn local_reverse_map(data: &CatalogData, local: &Datacenter) -> ReverseMap {
     for (k, records) in &local.nodes {
         map.set_node(k, Some(records));
     }
-    let mut services: Map<Box<[u8]>, Vec<&Instance>> = Map::default();
+    let mut services: Map<Cow<'_, str>, Vec<&Instance>> = Map::default();
     for inst in data.instances.iter().filter(|i| i.datacenter.eq_ignore_ascii_case(&local.name)) {
-        services.entry(key(&inst.service)).or_default().push(inst);
+        services.entry(lower(&inst.service)).or_default().push(inst);
     }
     for (k, instances) in &services {
-        map.set_service(k, instances, &local.name);
+        map.set_service(k.as_bytes(), instances, &local.name);
     }
     map
 }
+
+/// Services a thread of [`Snapshot::build`] takes at a time.
+const SERVICE_CHUNK: usize = 2048;
 
 /// Catalogs with at least this many nodes prepare them on two threads.
 const PARALLEL_NODES: usize = 4096;
@@ -500,7 +538,8 @@ fn build_nodes(nodes: &[Node]) -> Vec<Arc<NodeRecords>> {
     let (first, second) = nodes.split_at(nodes.len() / 2);
     std::thread::scope(|scope| {
         let second = scope.spawn(|| build(second));
-        let mut built = build(first);
+        let mut built = Vec::with_capacity(nodes.len());
+        built.extend(first.iter().map(|node| Arc::new(NodeRecords::build(node))));
         built.extend(second.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
         built
     })

@@ -2,6 +2,7 @@
 //! [`CatalogData`]. Every error names the file and, for TOML, the line; JSON errors name the
 //! line for syntax and the entry for meaning.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 /// A set with a fast hasher: every name of the catalog goes through these.
@@ -178,20 +179,67 @@ pub fn parse(path: &Path, text: &str, default_dc: &str) -> Result<CatalogData, C
     }
 }
 
-/// The fast path for JSON: `nodes` and `services` parsed and converted on two threads. `None`
-/// for anything unusual or wrong; the caller then parses the ordinary way, which finds and
-/// words the error (so a bad file costs one more parse, a good one about half).
+/// A JSON string of the fast path: borrowed from the file's text unless it has escapes.
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl Text<'_> {
+    fn into_string(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+/// A node entry of the fast path: [`FileNode`] with borrowed strings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireNode<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    #[serde(borrow)]
+    address: Text<'a>,
+    #[serde(default, borrow)]
+    meta: BTreeMap<Text<'a>, Text<'a>>,
+}
+
+/// A service entry of the fast path: [`FileService`] with borrowed strings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireService<'a> {
+    #[serde(borrow)]
+    name: Text<'a>,
+    port: u16,
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    node: Option<Text<'a>>,
+    #[serde(borrow)]
+    address: Option<Text<'a>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    weights: Option<FileWeights>,
+    #[serde(default)]
+    health: FileHealth,
+    #[serde(default, borrow)]
+    #[allow(dead_code)] // checked as in `FileService`; DNS never answers it
+    meta: BTreeMap<Text<'a>, Text<'a>>,
+}
+
+/// The fast path for JSON: the entries parsed and converted on two threads, each taking about
+/// half of the text (the nodes and the last services on one, the first services on the
+/// other), one entry at a time, with strings borrowed from the text until the model takes
+/// them. `None` for anything unusual or wrong; the caller then parses the ordinary way, which
+/// finds and words the error (so a bad file costs one more parse, a good one about half).
 fn parse_json_in_parallel(text: &str, default_dc: &str) -> Option<CatalogData> {
-    let mut datacenter = None;
-    let (mut nodes, mut services) = (None, None);
+    let (mut datacenter, mut nodes, mut services) = (None, None, None);
     for member in split::members(text)? {
-        let slot = match member.key {
-            "datacenter" => &mut datacenter,
-            "nodes" => &mut nodes,
-            "services" => &mut services,
+        let taken = match member.key {
+            "datacenter" => datacenter.replace(member.value).is_some(),
+            // Not an array: the ordinary parse says why not.
+            "nodes" => nodes.replace(member.items?).is_some(),
+            "services" => services.replace(member.items?).is_some(),
             _ => return None,
         };
-        if slot.replace(member.value).is_some() {
+        if taken {
             return None;
         }
     }
@@ -203,50 +251,75 @@ fn parse_json_in_parallel(text: &str, default_dc: &str) -> Option<CatalogData> {
     if !is_dns_label(&datacenter) {
         return None;
     }
-    let (nodes, instances) = std::thread::scope(|scope| {
-        let nodes = scope.spawn(|| {
-            let entries: Vec<FileNode<String>> = match nodes {
-                Some(text) => serde_json::from_str(text).ok()?,
-                None => Vec::new(),
-            };
-            let mut names: FastSet<String> = FastSet::default();
-            names.reserve(entries.len());
-            let mut nodes = Vec::with_capacity(entries.len());
-            for entry in entries {
-                if !names.insert(lower(&entry.name).into_owned()) {
-                    return None;
-                }
-                nodes.push(convert_node(entry.name, entry.address, entry.meta, &datacenter).ok()?);
-            }
-            Some((nodes, names))
-        });
-        let instances = (|| {
-            let entries: Vec<FileService<String>> = match services {
-                Some(text) => serde_json::from_str(text).ok()?,
-                None => Vec::new(),
-            };
-            let mut ids: FastSet<(String, String)> = FastSet::default();
-            ids.reserve(entries.len());
-            let mut instances = Vec::with_capacity(entries.len());
-            for entry in entries {
-                let inst = convert_service(entry, &datacenter, None).1.ok()?;
-                if !ids.insert((lower(inst.node.as_deref().unwrap_or("")).into_owned(), inst.id.clone())) {
-                    return None;
-                }
-                instances.push(inst);
-            }
-            Some(instances)
-        })();
-        (nodes.join().ok().flatten(), instances)
+    let (nodes, services) = (nodes.unwrap_or_default(), services.unwrap_or_default());
+    let half = (nodes.iter().chain(&services).map(|item| item.len()).sum::<usize>()) / 2;
+    let mut taken = 0;
+    let first = services.iter().position(|item| {
+        taken += item.len();
+        taken > half
     });
-    let (nodes, names) = nodes?;
-    let instances = instances?;
-    if instances.iter().any(|i| i.node.as_ref().is_some_and(|n| !names.contains(&*lower(n)))) {
+    let first = first.unwrap_or(services.len());
+    let (first_services, last_services) = services.split_at(first);
+    let datacenter = &datacenter;
+    let (nodes, instances) = std::thread::scope(|scope| {
+        let second = scope.spawn(move || {
+            let mut converted = Vec::with_capacity(nodes.len());
+            for item in &nodes {
+                converted.push(json_node(item, datacenter)?);
+            }
+            let nodes = converted;
+            let instances = json_services(last_services, datacenter, Vec::with_capacity(last_services.len()))?;
+            Some((nodes, instances))
+        });
+        let instances = json_services(first_services, datacenter, Vec::with_capacity(services.len()));
+        let (nodes, last) = second.join().ok().flatten()?;
+        let mut instances = instances?;
+        instances.extend(last);
+        Some((nodes, instances))
+    })?;
+    let unique = std::thread::scope(|scope| {
+        let nodes_ok = scope.spawn(|| {
+            let mut names: FastSet<Cow<'_, str>> = FastSet::default();
+            names.reserve(nodes.len());
+            nodes.iter().all(|node| names.insert(lower(&node.name)))
+                && instances.iter().all(|i| i.node.as_deref().is_none_or(|n| names.contains(&*lower(n))))
+        });
+        let mut ids: FastSet<(Cow<'_, str>, &str)> = FastSet::default();
+        ids.reserve(instances.len());
+        let ids_ok = instances.iter().all(|i| ids.insert((lower(i.node.as_deref().unwrap_or("")), i.id.as_str())));
+        ids_ok && nodes_ok.join().unwrap_or(false)
+    });
+    if !unique {
         return None;
     }
     let data = CatalogData { nodes, instances, mesh: Vec::new() };
     debug_assert_eq!(data.validate(), Ok(()));
     Some(data)
+}
+
+/// One node entry of the fast path.
+fn json_node(item: &str, datacenter: &str) -> Option<Node> {
+    let entry: WireNode<'_> = serde_json::from_str(item).ok()?;
+    let meta = entry.meta.into_iter().map(|(k, v)| (k.into_string(), v.into_string()));
+    convert_node(entry.name.into_string(), &entry.address.0, meta, datacenter).ok()
+}
+
+/// The service entries `items` of the fast path, converted onto the end of `instances`.
+fn json_services(items: &[&str], datacenter: &str, mut instances: Vec<Instance>) -> Option<Vec<Instance>> {
+    for item in items {
+        let entry: WireService<'_> = serde_json::from_str(item).ok()?;
+        let fields = ServiceFields {
+            port: entry.port,
+            id: entry.id.map(Text::into_string),
+            node: entry.node.map(Text::into_string),
+            address: entry.address.as_ref().map(|a| &*a.0),
+            tags: entry.tags,
+            weights: entry.weights,
+            health: entry.health,
+        };
+        instances.push(convert_service_fields(entry.name.into_string(), fields, datacenter, None).ok()?);
+    }
+    Some(instances)
 }
 
 fn syntax(path: &Path, text: &str, offset: usize, message: String) -> CatalogFileError {
@@ -285,7 +358,7 @@ fn convert<N: Located>(
             return Err(entry_error("nodes", i, &entry.name, message));
         }
         let name = entry.name.text().to_owned();
-        let node = convert_node(name, entry.address, entry.meta, &datacenter)
+        let node = convert_node(name, &entry.address, entry.meta, &datacenter)
             .map_err(|m| entry_error("nodes", i, &entry.name, m))?;
         data.nodes.push(node);
     }
@@ -308,14 +381,14 @@ fn convert<N: Located>(
 
 fn convert_node(
     name: String,
-    address: String,
-    meta: BTreeMap<String, String>,
+    address: &str,
+    meta: impl IntoIterator<Item = (String, String)>,
     datacenter: &str,
 ) -> Result<Node, String> {
     if !is_dns_name(&name) {
         return Err(ModelError::InvalidNodeName(name).to_string());
     }
-    let address = Address::check(&address).map_err(|e| format!("node {name:?}: {e}"))?;
+    let address = Address::check(address).map_err(|e| format!("node {name:?}: {e}"))?;
     Ok(Node {
         name,
         datacenter: datacenter.to_owned(),
@@ -334,16 +407,16 @@ fn convert_service<N: Located>(
 ) -> (N, Result<Instance, String>) {
     let FileService { name: located, port, id, node, address, tags, weights, health, meta: _ } = entry;
     let name = located.text().to_owned();
-    let fields = ServiceFields { port, id, node, address, tags, weights, health };
+    let fields = ServiceFields { port, id, node, address: address.as_deref(), tags, weights, health };
     (located, convert_service_fields(name, fields, datacenter, nodes))
 }
 
 /// A service entry but for its name.
-struct ServiceFields {
+struct ServiceFields<'a> {
     port: u16,
     id: Option<String>,
     node: Option<String>,
-    address: Option<String>,
+    address: Option<&'a str>,
     tags: Vec<String>,
     weights: Option<FileWeights>,
     health: FileHealth,
@@ -351,7 +424,7 @@ struct ServiceFields {
 
 fn convert_service_fields(
     name: String,
-    entry: ServiceFields,
+    entry: ServiceFields<'_>,
     datacenter: &str,
     nodes: Option<&FastSet<String>>,
 ) -> Result<Instance, String> {
@@ -364,7 +437,7 @@ fn convert_service_fields(
     {
         return Err(format!("service {name:?}: node {node:?} is not defined in [[nodes]]"));
     }
-    let address = match entry.address.as_deref() {
+    let address = match entry.address {
         Some(text) => Some(Address::check(text).map_err(|e| format!("service {name:?}: {e}"))?),
         None if entry.node.is_none() => return Err(format!("service {name:?}: needs a node or an address")),
         None => None,

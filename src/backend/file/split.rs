@@ -1,16 +1,20 @@
-//! Finds the members of a JSON catalog's top-level object without parsing their values, so
-//! `nodes` and `services` can be parsed on two threads at once.
+//! Finds the members of a JSON catalog's top-level object, and the items of the arrays among
+//! them, without parsing their values, so the entries can be parsed on two threads at once in
+//! shares of equal size.
 //!
 //! This is a fast path only: it understands just enough JSON to skip a value (strings with
-//! escapes, nesting), leaves every check of the values to `serde_json`, and gives up (`None`)
-//! on anything unexpected, in which case the caller parses the whole text the ordinary way and
-//! reports whatever error that finds.
+//! escapes, nesting) and to find the commas between an array's items, leaves every check of
+//! the values to `serde_json`, and gives up (`None`) on anything unexpected, in which case the
+//! caller parses the whole text the ordinary way and reports whatever error that finds. An
+//! item's text is whatever lies between two of the array's own commas: an item that is not
+//! one JSON value fails when it is parsed, so the items all parse exactly when the array does.
 
-/// One member of the top-level object: its key (without quotes; never escaped) and its value's
-/// text.
+/// One member of the top-level object: its key (without quotes; never escaped), its value's
+/// text and, when the value is an array, the text of each of its items.
 pub(crate) struct Member<'a> {
     pub(crate) key: &'a str,
     pub(crate) value: &'a str,
+    pub(crate) items: Option<Vec<&'a str>>,
 }
 
 /// The top-level members of `text` in order, or `None` when `text` is not one object whose
@@ -40,8 +44,13 @@ pub(crate) fn members(text: &str) -> Option<Vec<Member<'_>>> {
             return None;
         }
         let start = skip_space(bytes, i + 1);
-        let end = value_end(bytes, start)?;
-        found.push(Member { key, value: &text[start..end] });
+        let (end, items) = if bytes.get(start) == Some(&b'[') {
+            let (end, items) = array_items(text, start)?;
+            (end, Some(items))
+        } else {
+            (value_end(bytes, start)?, None)
+        };
+        found.push(Member { key, value: &text[start..end], items });
         i = skip_space(bytes, end);
         match bytes.get(i) {
             Some(b',') => i = skip_space(bytes, i + 1),
@@ -67,6 +76,47 @@ fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
             b'\\' => i += 2,
             _ => i += 1,
         }
+    }
+}
+
+/// The array that starts (with its bracket) at `start`: the index just past it, and the text
+/// of each item, without the spaces around it.
+fn array_items(text: &str, start: usize) -> Option<(usize, Vec<&str>)> {
+    let bytes = text.as_bytes();
+    let mut items = Vec::new();
+    let mut i = skip_space(bytes, start + 1);
+    if bytes.get(i) == Some(&b']') {
+        return Some((i + 1, items));
+    }
+    loop {
+        let item = i;
+        let mut depth = 0usize;
+        loop {
+            match bytes.get(i)? {
+                b'"' => {
+                    i = string_end(bytes, i)?;
+                    continue;
+                }
+                b'[' | b'{' => depth += 1,
+                b']' | b'}' if depth > 0 => depth -= 1,
+                b',' | b']' if depth == 0 => break,
+                b'}' => return None,
+                _ => {}
+            }
+            i += 1;
+        }
+        let mut end = i;
+        while end > item && matches!(bytes[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            end -= 1;
+        }
+        if end == item {
+            return None;
+        }
+        items.push(&text[item..end]);
+        if bytes[i] == b']' {
+            return Some((i + 1, items));
+        }
+        i = skip_space(bytes, i + 1);
     }
 }
 
@@ -109,6 +159,29 @@ mod tests {
 
     fn keys_and_values(text: &str) -> Option<Vec<(String, String)>> {
         members(text).map(|m| m.into_iter().map(|m| (m.key.to_owned(), m.value.to_owned())).collect())
+    }
+
+    fn items(text: &str) -> Option<Vec<Vec<String>>> {
+        let members = members(text)?;
+        Some(
+            members
+                .iter()
+                .filter_map(|m| m.items.as_ref())
+                .map(|i| i.iter().map(|s| s.to_string()).collect())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn finds_each_item_of_the_arrays() {
+        let text = r#"{"a": [ {"x": "],\"}"}, [1, [2]] ,3 ], "b": [], "c": {"d": [1, 2]}, "e": [ "s" ]}"#;
+        let expected =
+            vec![vec![r#"{"x": "],\"}"}"#.to_owned(), "[1, [2]]".into(), "3".into()], vec![], vec![r#""s""#.into()]];
+        assert_eq!(items(text), Some(expected));
+        assert_eq!(items(r#"{"a": [1 2]}"#), Some(vec![vec!["1 2".to_owned()]]), "left for serde to reject");
+        for text in [r#"{"a": [1,]}"#, r#"{"a": [,1]}"#, r#"{"a": [1}"#, r#"{"a": [1, ]}"#, r#"{"a": [{]}"#] {
+            assert!(items(text).is_none(), "{text:?}");
+        }
     }
 
     #[test]
