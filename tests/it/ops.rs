@@ -243,7 +243,9 @@ fn cpu_profile_is_read_by_go_tool_pprof() {
     let url = format!("http://{}/debug/pprof/profile?seconds=2", d.http());
     let tmp = tempfile::tempdir().unwrap();
     let mut pprof = Command::new("go")
-        .args(["tool", "pprof", "-top", &url])
+        // pprof's own fetch timeout is the profile's seconds plus a little; a loaded CI machine
+        // has been seen to need more than that for the in-process symbolization.
+        .args(["tool", "pprof", "-timeout", "120", "-top", &url])
         .env("PPROF_TMPDIR", tmp.path())
         .env("HOME", tmp.path())
         // Recent Go toolchains build `go tool pprof` on first use and keep it in the build
