@@ -10,7 +10,8 @@
 //! here, with warnings, maintenance and weights) is read once per service at start, then only
 //! for services whose tag set changed or that appeared; when the services index moves with no
 //! visible change (a re-registration with a new address or port, H3.4) every service of that
-//! datacenter is read again, at bounded concurrency. A check flip costs no extra request: the
+//! datacenter is read again, behind every known change and at most an eighth of the
+//! connections at a time. A check flip costs no extra request: the
 //! checks watch returns the non-passing checks, and the instances on that node (or with that
 //! service ID) are re-judged. Rejected alternative: one blocking query per service — exact and
 //! cheap through an agent's streaming backend, but 10,000 services need 10,000 held
@@ -47,9 +48,10 @@
 //! The datacenter list is read at start only. Wildcard (`*`) services of ingress gateways are
 //! not expanded, and the ingress watch does not hold up a datacenter's first sync (older
 //! Consuls and restricted tokens may not serve it). A re-registration that changes only an
-//! address or port costs one read per service of its datacenter (measured: 4.4 s for 10,000
-//! services, the changed one answered in 0.16 s). The store keeps the synced instances as
-//! plain data beside the snapshot: ~100 MB RSS for 100,000 instances.
+//! address or port costs one read per service of its datacenter, paced so that known changes
+//! are not held up (measured: 6.7 s for 10,000 services, three reads at a time). The store
+//! keeps the synced instances as plain data beside the snapshot, shared with the mirror: 106
+//! MB RSS for 100,000 instances, against 35 MB for the same catalog from a static file.
 
 pub mod client;
 pub mod store;

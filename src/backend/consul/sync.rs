@@ -229,7 +229,14 @@ impl Syncer {
                 self.publisher.unchanged();
                 match body {
                     Body::Services(list) => {
+                        let started = std::time::Instant::now();
                         let (first, rest) = self.store.apply_services(&dc, list);
+                        tracing::debug!(
+                            dc,
+                            changed = first.len(),
+                            took_us = started.elapsed().as_micros() as u64,
+                            "Services list applied."
+                        );
                         for service in first {
                             self.fetches.enqueue_first((dc.clone(), service));
                         }

@@ -182,8 +182,16 @@ async fn round(
 ) -> Result<Option<(Body, u64)>, SyncError> {
     limit.acquire().await;
     let reply = client.get(topic.path(), Some(dc), Some(*index)).await?;
+    let decoding = std::time::Instant::now();
     // Only a body that decodes counts as a successful read, changed or not.
     let body = decode(topic, topic.path(), &reply.body)?;
+    debug!(
+        dc,
+        watch = topic.name(),
+        bytes = reply.body.len(),
+        decode_us = decoding.elapsed().as_micros() as u64,
+        "Watch returned."
+    );
     match step(*index, reply.index) {
         Step::WentBackwards => {
             let sent = std::mem::take(index);
