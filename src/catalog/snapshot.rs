@@ -531,15 +531,15 @@ const PARALLEL_NODES: usize = 4096;
 
 /// Each node's records, in order; on two threads for a large catalog.
 fn build_nodes(nodes: &[Node]) -> Vec<Arc<NodeRecords>> {
-    let build = |part: &[Node]| part.iter().map(|node| Arc::new(NodeRecords::build(node))).collect::<Vec<_>>();
+    let prepare = |node: &Node| Arc::new(NodeRecords::build(node));
     if nodes.len() < PARALLEL_NODES {
-        return build(nodes);
+        return nodes.iter().map(prepare).collect();
     }
     let (first, second) = nodes.split_at(nodes.len() / 2);
     std::thread::scope(|scope| {
-        let second = scope.spawn(|| build(second));
+        let second = scope.spawn(|| second.iter().map(prepare).collect::<Vec<_>>());
         let mut built = Vec::with_capacity(nodes.len());
-        built.extend(first.iter().map(|node| Arc::new(NodeRecords::build(node))));
+        built.extend(first.iter().map(prepare));
         built.extend(second.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
         built
     })
