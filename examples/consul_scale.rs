@@ -11,8 +11,8 @@
 //! daemon while the changes are made), `--compare-static` (also start the daemon on the same
 //! catalog as a static file and compare RSS), `--no-reregister` (skip the port change).
 //! `CONSUL_DNS_BIN=PATH` runs that binary instead of building one; `NO_STATE_DIR=1` runs without `--state-dir`; `SHOW_PUBLISH=1` prints each publish's cost;
-//! `SHOW_LOG=TEXT` prints the daemon's log lines holding TEXT (`SHOW_LOG=Z` all, with their
-//! times) and the time of each change.
+//! `SHOW_LOG=TEXT` prints the daemon's log lines holding TEXT, at debug level (`SHOW_LOG=' '`
+//! prints all of them, each with its time), and the time of each change.
 
 #[path = "../tests/it/support/fake_consul.rs"]
 #[allow(dead_code)]
